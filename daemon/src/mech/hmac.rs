@@ -1,0 +1,4 @@
+//! TODO(helper): implement.
+use super::Registry;
+
+pub fn register(_r: &mut Registry) {}

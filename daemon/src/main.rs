@@ -1,1 +1,88 @@
-fn main() {}
+//! `p11kmsd`: serve KMS instances to libp11kms.so over a unix socket.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use p11kmsd::config::Config;
+use p11kmsd::daemon::Daemon;
+
+/// The p11kms daemon.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML). Without it, --data-dir and --socket serve
+    /// one software instance named "default".
+    #[arg(long, conflicts_with_all = ["data_dir", "socket"])]
+    config: Option<PathBuf>,
+    /// Directory for the database and master key files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Unix socket path the module connects to.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Socket permission bits (octal).
+    #[arg(long)]
+    socket_mode: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("P11KMS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let mut config = match (&args.config, &args.data_dir, &args.socket) {
+        (Some(path), _, _) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        },
+        (None, Some(d), Some(s)) => Config::zero(d.clone(), s.clone()),
+        _ => return fail("give --config FILE, or both --data-dir DIR and --socket PATH"),
+    };
+    if let Some(m) = args.socket_mode {
+        config.socket_mode = m;
+    }
+    let mode = match config.socket_mode_bits() {
+        Ok(m) => m,
+        Err(e) => return fail(&e),
+    };
+    let socket = config.socket.clone();
+    let daemon = match Daemon::open(config) {
+        Ok(d) => Arc::new(d),
+        Err(e) => return fail(&format!("cannot start: {}", e.msg)),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("tokio runtime: {e}")),
+    };
+    rt.block_on(async move {
+        let listener = match p11kmsd::server::bind(&socket, mode) {
+            Ok(l) => l,
+            Err(e) => return fail(&format!("cannot listen on {}: {e}", socket.display())),
+        };
+        tracing::info!(socket = %socket.display(), "p11kmsd {} serving", env!("CARGO_PKG_VERSION"));
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => return fail(&format!("signal handler: {e}")),
+        };
+        tokio::select! {
+            _ = p11kmsd::server::serve(daemon.clone(), listener) => {}
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+        let _ = std::fs::remove_file(&socket);
+        // Hold the store so no write is in flight, then leave.
+        let _store = daemon.quiesce();
+        tracing::info!("stopped");
+        std::process::exit(0)
+    })
+}
+
+fn fail(msg: &str) -> std::process::ExitCode {
+    eprintln!("p11kmsd: {msg}");
+    std::process::ExitCode::FAILURE
+}

@@ -1,0 +1,154 @@
+//! Key management and random numbers (PKCS#11 v3.0 §5.14, §5.15).
+
+use p11kms_protocol::{Attribute, Mechanism, OutCap, Response, MAX_DATA};
+use pkcs11_sys as ck;
+use zeroize::Zeroizing;
+
+use super::object::store_object;
+use super::{actor, usable_key, visible_object, with_session};
+use crate::access::App;
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::token::object::{self, Origin, INTERNAL_DER};
+
+pub fn generate_key(d: &Daemon, app: &App, session: u64, mech: &Mechanism, template: &[Attribute]) -> Result<Response> {
+    with_session(app, session, |s| {
+        let m = s.token.registry.get(mech.mech)?.clone();
+        let value_len = object::template_value_len(template)?;
+        let gen = m.generate_key(&mech.param, value_len)?;
+        let mut attrs = object::build(template, Some(ck::CKO_SECRET_KEY), Some(gen.key_type), Origin::Generate, actor(app, s))?;
+        object::check_secret_value(gen.key_type, gen.value.len())?;
+        attrs.set(ck::CKA_VALUE, gen.value.to_vec());
+        object::finish_key(&mut attrs, Origin::Generate, Some(mech.mech));
+        Ok(Response::Handle(store_object(d, app, s, attrs)?))
+    })
+}
+
+pub fn generate_key_pair(
+    d: &Daemon,
+    app: &App,
+    session: u64,
+    mech: &Mechanism,
+    public_template: &[Attribute],
+    private_template: &[Attribute],
+) -> Result<Response> {
+    with_session(app, session, |s| {
+        let m = s.token.registry.get(mech.mech)?.clone();
+        let who = actor(app, s);
+        let gen = m.generate_key_pair(&mech.param, public_template, private_template)?;
+        let mut public = object::build(public_template, Some(ck::CKO_PUBLIC_KEY), Some(gen.key_type), Origin::Generate, who)?;
+        let mut private =
+            object::build(private_template, Some(ck::CKO_PRIVATE_KEY), Some(gen.key_type), Origin::Generate, who)?;
+        for (t, v) in gen.public_attrs {
+            public.set(t, v);
+        }
+        for (t, v) in gen.private_attrs {
+            private.set(t, v);
+        }
+        public.set(INTERNAL_DER, gen.public_value);
+        private.set(INTERNAL_DER, gen.private_value.to_vec());
+        object::finish_key(&mut public, Origin::Generate, Some(mech.mech));
+        object::finish_key(&mut private, Origin::Generate, Some(mech.mech));
+        // Store the private key first: if the public one then fails, the
+        // caller gets an error and no orphaned public key exists.
+        let private_handle = store_object(d, app, s, private)?;
+        let public_handle = store_object(d, app, s, public)?;
+        Ok(Response::KeyPair { public: public_handle, private: private_handle })
+    })
+}
+
+pub fn wrap(app: &App, session: u64, mech: &Mechanism, wrapping_key: u64, key: u64, out: OutCap) -> Result<Response> {
+    with_session(app, session, |s| {
+        let m = s.token.registry.get(mech.mech)?.clone();
+        let (wo, wk) = usable_key(app, s, wrapping_key, ck::CKA_WRAP, mech.mech)?;
+        let o = visible_object(app, s, key).map_err(|_| Error::rv(ck::CKR_KEY_HANDLE_INVALID))?;
+        if !o.is_key() || o.class == ck::CKO_PUBLIC_KEY {
+            return Err(Error::rv(ck::CKR_KEY_NOT_WRAPPABLE));
+        }
+        let value = {
+            let a = o.attrs();
+            if !a.bool(ck::CKA_EXTRACTABLE) {
+                return Err(Error::rv(ck::CKR_KEY_UNEXTRACTABLE));
+            }
+            if a.bool(ck::CKA_WRAP_WITH_TRUSTED) && !wo.attrs().bool(ck::CKA_TRUSTED) {
+                return Err(Error::new(ck::CKR_KEY_NOT_WRAPPABLE, "key may only be wrapped by a trusted key"));
+            }
+            let v = if o.class == ck::CKO_SECRET_KEY { a.get(ck::CKA_VALUE) } else { a.get(INTERNAL_DER) };
+            Zeroizing::new(v.unwrap_or_default().to_vec())
+        };
+        let bound = m.wrap_len(&mech.param, &wk, value.len())?;
+        let Some(cap) = out else {
+            return Ok(Response::Output { len: bound as u64, data: None });
+        };
+        let wrapped = m.wrap(&mech.param, &wk, &value)?;
+        if wrapped.len() as u64 > cap {
+            return Ok(Response::Output { len: wrapped.len() as u64, data: None });
+        }
+        Ok(Response::Output { len: wrapped.len() as u64, data: Some(wrapped) })
+    })
+}
+
+/// Build a secret key from recovered material (unwrap, derive).
+fn secret_from_material(
+    d: &Daemon,
+    app: &App,
+    s: &crate::session::Session,
+    template: &[Attribute],
+    mut value: Zeroizing<Vec<u8>>,
+) -> Result<u64> {
+    let class = object::template_ulong(template, ck::CKA_CLASS)?
+        .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS missing"))?;
+    if class != ck::CKO_SECRET_KEY {
+        return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "only secret keys can be unwrapped or derived here yet"));
+    }
+    let kt = object::template_ulong(template, ck::CKA_KEY_TYPE)?
+        .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing"))?;
+    if let Some(n) = object::template_value_len(template)? {
+        // RFC 3394 without padding leaves trailing zeros on keys whose
+        // length is not a multiple of 8; CKA_VALUE_LEN says where to cut.
+        if n > value.len() || n == 0 {
+            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN exceeds the recovered key"));
+        }
+        value.truncate(n);
+    }
+    object::check_secret_value(kt, value.len()).map_err(|_| Error::new(ck::CKR_WRAPPED_KEY_INVALID, "recovered key has the wrong length"))?;
+    let mut attrs = object::build(template, Some(ck::CKO_SECRET_KEY), Some(kt), Origin::Unwrap, actor(app, s))?;
+    attrs.set(ck::CKA_VALUE, value.to_vec());
+    object::finish_key(&mut attrs, Origin::Unwrap, None);
+    store_object(d, app, s, attrs)
+}
+
+pub fn unwrap(
+    d: &Daemon,
+    app: &App,
+    session: u64,
+    mech: &Mechanism,
+    unwrapping_key: u64,
+    wrapped: &[u8],
+    template: &[Attribute],
+) -> Result<Response> {
+    with_session(app, session, |s| {
+        let m = s.token.registry.get(mech.mech)?.clone();
+        let (_, uk) = usable_key(app, s, unwrapping_key, ck::CKA_UNWRAP, mech.mech)
+            .map_err(|e| if e.rv == ck::CKR_KEY_HANDLE_INVALID { Error::rv(ck::CKR_UNWRAPPING_KEY_HANDLE_INVALID) } else { e })?;
+        let value = m.unwrap(&mech.param, &uk, wrapped)?;
+        Ok(Response::Handle(secret_from_material(d, app, s, template, value)?))
+    })
+}
+
+pub fn derive(d: &Daemon, app: &App, session: u64, mech: &Mechanism, base: u64, template: &[Attribute]) -> Result<Response> {
+    with_session(app, session, |s| {
+        let m = s.token.registry.get(mech.mech)?.clone();
+        let (_, bk) = usable_key(app, s, base, ck::CKA_DERIVE, mech.mech)?;
+        let value = m.derive(&mech.param, &bk, object::template_value_len(template)?)?;
+        Ok(Response::Handle(secret_from_material(d, app, s, template, value)?))
+    })
+}
+
+pub fn random(app: &App, session: u64, len: u64) -> Result<Response> {
+    with_session(app, session, |_| Ok(()))?;
+    let len = usize::try_from(len).ok().filter(|l| *l <= MAX_DATA).ok_or_else(|| Error::rv(ck::CKR_ARGUMENTS_BAD))?;
+    let mut buf = vec![0u8; len];
+    getrandom::fill(&mut buf).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
+    Ok(Response::Bytes(buf))
+}

@@ -1,0 +1,148 @@
+//! Object management (PKCS#11 v3.0 §5.7).
+
+use std::sync::Arc;
+
+use p11kms_protocol::{Attribute, Response};
+use pkcs11_sys as ck;
+
+use super::{actor, visible_object, with_session};
+use crate::access::App;
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::session::{FindState, Session};
+use crate::token::object::{self, Actor, Attrs, Object, Origin};
+
+/// Store a finished attribute set as a token or session object, checking
+/// the session's right to do so.
+pub(crate) fn store_object(d: &Daemon, app: &App, s: &Session, attrs: Attrs) -> Result<u64> {
+    let token = attrs.bool(ck::CKA_TOKEN);
+    let private = attrs.bool(ck::CKA_PRIVATE);
+    if token && !s.rw {
+        return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
+    }
+    if private && actor(app, s) != Actor::User {
+        return Err(Error::new(ck::CKR_USER_NOT_LOGGED_IN, "private objects need a user login"));
+    }
+    if token {
+        Ok(s.token.add_object(attrs)?.id)
+    } else {
+        let id = d.new_session_object_id();
+        app.add_session_object(s.handle, s.slot, Arc::new(Object::new(id, attrs)));
+        Ok(id)
+    }
+}
+
+/// Check that this session may change or destroy `o`.
+fn check_writable(app: &App, s: &Session, o: &Object) -> Result<()> {
+    if o.token && !s.rw {
+        return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
+    }
+    if o.private && actor(app, s) != Actor::User {
+        return Err(Error::rv(ck::CKR_USER_NOT_LOGGED_IN));
+    }
+    Ok(())
+}
+
+pub fn create(d: &Daemon, app: &App, session: u64, template: &[Attribute]) -> Result<Response> {
+    with_session(app, session, |s| {
+        let class = object::template_ulong(template, ck::CKA_CLASS)?;
+        if matches!(class, Some(ck::CKO_PUBLIC_KEY) | Some(ck::CKO_PRIVATE_KEY)) {
+            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "importing asymmetric keys is not supported yet"));
+        }
+        let mut attrs = object::build(template, None, None, Origin::Create, actor(app, s))?;
+        if attrs.class() == ck::CKO_SECRET_KEY {
+            let kt = attrs.key_type().unwrap_or(u64::MAX);
+            let len = attrs.get(ck::CKA_VALUE).map_or(0, <[u8]>::len);
+            object::check_secret_value(kt, len)?;
+            object::finish_key(&mut attrs, Origin::Create, None);
+        }
+        Ok(Response::Handle(store_object(d, app, s, attrs)?))
+    })
+}
+
+pub fn copy(d: &Daemon, app: &App, session: u64, handle: u64, template: &[Attribute]) -> Result<Response> {
+    with_session(app, session, |s| {
+        let o = visible_object(app, s, handle)?;
+        if !o.attrs().bool(ck::CKA_COPYABLE) {
+            return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "object is not copyable"));
+        }
+        let attrs = o.updated(template, actor(app, s), true)?;
+        Ok(Response::Handle(store_object(d, app, s, attrs)?))
+    })
+}
+
+pub fn destroy(app: &App, session: u64, handle: u64) -> Result<Response> {
+    with_session(app, session, |s| {
+        let o = visible_object(app, s, handle)?;
+        check_writable(app, s, &o)?;
+        if !o.attrs().bool(ck::CKA_DESTROYABLE) {
+            return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "object is not destroyable"));
+        }
+        if o.token {
+            s.token.destroy_object(o.id)?;
+        } else {
+            app.remove_session_object(o.id);
+        }
+        Ok(Response::Ok)
+    })
+}
+
+pub fn size(app: &App, session: u64, handle: u64) -> Result<Response> {
+    with_session(app, session, |s| Ok(Response::Ulong(visible_object(app, s, handle)?.attrs().size())))
+}
+
+pub fn get_attributes(app: &App, session: u64, handle: u64, types: &[u64]) -> Result<Response> {
+    with_session(app, session, |s| {
+        let o = visible_object(app, s, handle)?;
+        Ok(Response::Attributes(types.iter().map(|t| o.get_attribute(*t)).collect()))
+    })
+}
+
+pub fn set_attributes(app: &App, session: u64, handle: u64, template: &[Attribute]) -> Result<Response> {
+    with_session(app, session, |s| {
+        let o = visible_object(app, s, handle)?;
+        check_writable(app, s, &o)?;
+        let attrs = o.updated(template, actor(app, s), false)?;
+        if o.token {
+            s.token.update_object(&o, attrs)?;
+        } else {
+            o.replace(attrs);
+        }
+        Ok(Response::Ok)
+    })
+}
+
+pub fn find_init(app: &App, session: u64, template: &[Attribute]) -> Result<Response> {
+    with_session(app, session, |s| {
+        if s.find.is_some() {
+            return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
+        }
+        if template.iter().any(|a| a.value.is_none()) {
+            return Err(Error::new(ck::CKR_ATTRIBUTE_VALUE_INVALID, "find template attribute without value"));
+        }
+        let user = actor(app, s) == Actor::User;
+        let mut results = s.token.find(template, user);
+        results.extend(
+            app.session_objects_where(s.slot, |o| (user || !o.private) && o.matches(template)).iter().map(|o| o.id),
+        );
+        s.find = Some(FindState { results, pos: 0 });
+        Ok(Response::Ok)
+    })
+}
+
+pub fn find(app: &App, session: u64, max: u64) -> Result<Response> {
+    with_session(app, session, |s| {
+        let f = s.find.as_mut().ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?;
+        let n = usize::try_from(max).unwrap_or(usize::MAX).min(f.results.len() - f.pos);
+        let out = f.results[f.pos..f.pos + n].to_vec();
+        f.pos += n;
+        Ok(Response::Handles(out))
+    })
+}
+
+pub fn find_final(app: &App, session: u64) -> Result<Response> {
+    with_session(app, session, |s| {
+        s.find.take().ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?;
+        Ok(Response::Ok)
+    })
+}

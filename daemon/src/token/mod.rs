@@ -1,0 +1,426 @@
+//! A token: its persistent state (label, PINs, counters), its token objects
+//! with their find index, and its mechanisms. One token per instance; the
+//! software backend keeps material here, encrypted at rest by the store.
+
+pub mod attrs;
+pub mod object;
+pub mod pin;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use p11kms_protocol::{Attribute, TokenInfo};
+use pkcs11_sys as ck;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::mech::Registry;
+use crate::storage::{RecordKind, SealedStore};
+use object::{Attrs, Object};
+
+/// Persistent token state (sealed as record `Token/0`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenState {
+    pub initialized: bool,
+    pub label: String,
+    /// Argon2id PHC strings.
+    pub so_pin: Option<String>,
+    pub user_pin: Option<String>,
+    pub so_failures: u32,
+    pub user_failures: u32,
+    pub serial: String,
+}
+
+/// Token objects with the indexes `C_FindObjects` uses.
+#[derive(Default)]
+struct Objects {
+    all: HashMap<u64, Arc<Object>>,
+    by_label: HashMap<Vec<u8>, Vec<u64>>,
+    by_id: HashMap<Vec<u8>, Vec<u64>>,
+    by_class: HashMap<u64, Vec<u64>>,
+}
+
+fn index_add(map: &mut HashMap<Vec<u8>, Vec<u64>>, key: &[u8], id: u64) {
+    map.entry(key.to_vec()).or_default().push(id);
+}
+
+fn index_remove(map: &mut HashMap<Vec<u8>, Vec<u64>>, key: &[u8], id: u64) {
+    if let Some(v) = map.get_mut(key) {
+        v.retain(|x| *x != id);
+        if v.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl Objects {
+    fn insert(&mut self, o: Arc<Object>) {
+        {
+            let a = o.attrs();
+            index_add(&mut self.by_label, a.get(ck::CKA_LABEL).unwrap_or_default(), o.id);
+            index_add(&mut self.by_id, a.get(ck::CKA_ID).unwrap_or_default(), o.id);
+        }
+        self.by_class.entry(o.class).or_default().push(o.id);
+        self.all.insert(o.id, o);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Arc<Object>> {
+        let o = self.all.remove(&id)?;
+        {
+            let a = o.attrs();
+            index_remove(&mut self.by_label, a.get(ck::CKA_LABEL).unwrap_or_default(), id);
+            index_remove(&mut self.by_id, a.get(ck::CKA_ID).unwrap_or_default(), id);
+        }
+        if let Some(v) = self.by_class.get_mut(&o.class) {
+            v.retain(|x| *x != id);
+        }
+        Some(o)
+    }
+}
+
+/// Which kind of user a PIN belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum User {
+    So,
+    User,
+}
+
+/// One token.
+pub struct Token {
+    pub instance: String,
+    pub slot: u64,
+    pub model: String,
+    pub max_pin_failures: u32,
+    pub registry: Registry,
+    state: Mutex<TokenState>,
+    /// Serializes PIN checks so parallel guesses cannot outrun the counter.
+    pin_lock: Mutex<()>,
+    objects: RwLock<Objects>,
+    store: SealedStore,
+    next_id: Arc<AtomicU64>,
+    pub sessions: AtomicU64,
+    pub rw_sessions: AtomicU64,
+}
+
+impl Token {
+    /// Load the token's state and objects from the store.
+    pub fn load(
+        instance: &str,
+        slot: u64,
+        model: String,
+        max_pin_failures: u32,
+        registry: Registry,
+        store: SealedStore,
+        next_id: Arc<AtomicU64>,
+    ) -> Result<Self> {
+        let mut state = None;
+        let mut objects = Objects::default();
+        for (kind, id, plain) in store.load()? {
+            match kind {
+                RecordKind::Token => {
+                    state = Some(postcard::from_bytes::<TokenState>(&plain).map_err(|e| {
+                        Error::new(ck::CKR_DEVICE_ERROR, format!("token record of {instance} is unreadable: {e}"))
+                    })?)
+                }
+                RecordKind::Object => objects.insert(Arc::new(Object::new(id, Attrs::from_bytes(&plain)?))),
+            }
+        }
+        let state = match state {
+            Some(s) => s,
+            None => {
+                let mut serial = [0u8; 8];
+                getrandom::fill(&mut serial).map_err(|e| Error::general(format!("getrandom: {e}")))?;
+                let s = TokenState { serial: serial.iter().map(|b| format!("{b:02x}")).collect(), ..Default::default() };
+                store.put(RecordKind::Token, 0, &postcard::to_stdvec(&s).map_err(|e| Error::general(e.to_string()))?)?;
+                s
+            }
+        };
+        Ok(Token {
+            instance: instance.to_string(),
+            slot,
+            model,
+            max_pin_failures,
+            registry,
+            state: Mutex::new(state),
+            pin_lock: Mutex::new(()),
+            objects: RwLock::new(objects),
+            store,
+            next_id,
+            sessions: AtomicU64::new(0),
+            rw_sessions: AtomicU64::new(0),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TokenState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn objs(&self) -> std::sync::RwLockReadGuard<'_, Objects> {
+        self.objects.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn objs_mut(&self) -> std::sync::RwLockWriteGuard<'_, Objects> {
+        self.objects.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn save_state(&self, s: &TokenState) -> Result<()> {
+        let bytes = Zeroizing::new(postcard::to_stdvec(s).map_err(|e| Error::general(e.to_string()))?);
+        self.store.put(RecordKind::Token, 0, &bytes)
+    }
+
+    pub fn initialized(&self) -> bool {
+        self.state().initialized
+    }
+
+    pub fn user_pin_initialized(&self) -> bool {
+        self.state().user_pin.is_some()
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.objs().all.len()
+    }
+
+    /// `C_GetTokenInfo`.
+    pub fn info(&self) -> TokenInfo {
+        let s = self.state();
+        let mut flags = ck::CKF_RNG | ck::CKF_LOGIN_REQUIRED;
+        if s.initialized {
+            flags |= ck::CKF_TOKEN_INITIALIZED;
+        }
+        if s.user_pin.is_some() {
+            flags |= ck::CKF_USER_PIN_INITIALIZED;
+        }
+        flags |= pin_flags(s.user_failures, self.max_pin_failures, false);
+        flags |= pin_flags(s.so_failures, self.max_pin_failures, true);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        flags |= ck::CKF_CLOCK_ON_TOKEN;
+        TokenInfo {
+            label: if s.initialized { s.label.clone() } else { String::new() },
+            manufacturer: "p11kms".into(),
+            model: self.model.clone(),
+            serial: s.serial.clone(),
+            flags,
+            max_session_count: ck::CK_EFFECTIVELY_INFINITE,
+            session_count: self.sessions.load(Ordering::Relaxed),
+            max_rw_session_count: ck::CK_EFFECTIVELY_INFINITE,
+            rw_session_count: self.rw_sessions.load(Ordering::Relaxed),
+            max_pin_len: pin::MAX_PIN_LEN as u64,
+            min_pin_len: pin::MIN_PIN_LEN as u64,
+            total_public_memory: ck::CK_UNAVAILABLE_INFORMATION,
+            free_public_memory: ck::CK_UNAVAILABLE_INFORMATION,
+            total_private_memory: ck::CK_UNAVAILABLE_INFORMATION,
+            free_private_memory: ck::CK_UNAVAILABLE_INFORMATION,
+            hardware_version: (0, 1),
+            firmware_version: (0, 1),
+            utc_time: utc_time(now),
+        }
+    }
+
+    /// `C_InitToken`: set the SO PIN and label on a fresh token, or (with
+    /// the right SO PIN) wipe every object of an initialized one.
+    pub fn init(&self, so_pin: &[u8], label: &[u8]) -> Result<()> {
+        pin::check_len(so_pin)?;
+        let label = String::from_utf8_lossy(label).trim_end_matches([' ', '\0']).to_string();
+        let _g = self.pin_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.state().clone();
+        if current.initialized {
+            self.verify_locked(User::So, so_pin, &current)?;
+        }
+        let mut next = current.clone();
+        next.initialized = true;
+        next.label = label;
+        next.so_pin = Some(pin::hash(so_pin)?);
+        next.user_pin = None;
+        next.so_failures = 0;
+        next.user_failures = 0;
+        let bytes = Zeroizing::new(postcard::to_stdvec(&next).map_err(|e| Error::general(e.to_string()))?);
+        // Wipe and re-key in one transaction, then drop the objects in memory.
+        self.store.reinit(&bytes)?;
+        *self.objs_mut() = Objects::default();
+        *self.state() = next;
+        Ok(())
+    }
+
+    /// Check a PIN, counting failures and locking at the limit.
+    pub fn verify_pin(&self, user: User, pin: &[u8]) -> Result<()> {
+        let _g = self.pin_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.state().clone();
+        self.verify_locked(user, pin, &current)
+    }
+
+    fn verify_locked(&self, user: User, pin_bytes: &[u8], s: &TokenState) -> Result<()> {
+        let (hash, failures) = match user {
+            User::So => (s.so_pin.as_ref(), s.so_failures),
+            User::User => (s.user_pin.as_ref(), s.user_failures),
+        };
+        let Some(hash) = hash else {
+            return Err(Error::new(ck::CKR_USER_PIN_NOT_INITIALIZED, "PIN not initialized"));
+        };
+        if self.max_pin_failures > 0 && failures >= self.max_pin_failures {
+            return Err(Error::rv(ck::CKR_PIN_LOCKED));
+        }
+        let ok = pin::verify(hash, pin_bytes);
+        let mut next = s.clone();
+        let slot = match user {
+            User::So => &mut next.so_failures,
+            User::User => &mut next.user_failures,
+        };
+        let before = *slot;
+        *slot = if ok { 0 } else { before.saturating_add(1) };
+        if *slot != before {
+            self.save_state(&next)?;
+            *self.state() = next.clone();
+        }
+        if ok {
+            Ok(())
+        } else {
+            let now = match user {
+                User::So => next.so_failures,
+                User::User => next.user_failures,
+            };
+            if self.max_pin_failures > 0 && now >= self.max_pin_failures {
+                Err(Error::new(ck::CKR_PIN_LOCKED, "PIN locked after too many failures"))
+            } else {
+                Err(Error::rv(ck::CKR_PIN_INCORRECT))
+            }
+        }
+    }
+
+    /// `C_InitPIN` (SO) or the user half of `C_SetPIN`.
+    pub fn set_user_pin(&self, new_pin: &[u8]) -> Result<()> {
+        pin::check_len(new_pin)?;
+        let hash = pin::hash(new_pin)?;
+        let _g = self.pin_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = self.state().clone();
+        next.user_pin = Some(hash);
+        next.user_failures = 0;
+        self.save_state(&next)?;
+        *self.state() = next;
+        Ok(())
+    }
+
+    /// The SO half of `C_SetPIN`.
+    pub fn set_so_pin(&self, new_pin: &[u8]) -> Result<()> {
+        pin::check_len(new_pin)?;
+        let hash = pin::hash(new_pin)?;
+        let _g = self.pin_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = self.state().clone();
+        next.so_pin = Some(hash);
+        next.so_failures = 0;
+        self.save_state(&next)?;
+        *self.state() = next;
+        Ok(())
+    }
+
+    /// A new token object id (also its handle).
+    pub fn allocate_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Persist and publish a new token object.
+    pub fn add_object(&self, attrs: Attrs) -> Result<Arc<Object>> {
+        let id = self.allocate_id();
+        self.store.put(RecordKind::Object, id, &attrs.to_bytes()?)?;
+        let o = Arc::new(Object::new(id, attrs));
+        self.objs_mut().insert(o.clone());
+        Ok(o)
+    }
+
+    /// Persist and apply new attributes for a token object.
+    pub fn update_object(&self, o: &Arc<Object>, attrs: Attrs) -> Result<()> {
+        self.store.put(RecordKind::Object, o.id, &attrs.to_bytes()?)?;
+        let mut objs = self.objs_mut();
+        objs.remove(o.id);
+        o.replace(attrs);
+        objs.insert(o.clone());
+        Ok(())
+    }
+
+    pub fn destroy_object(&self, id: u64) -> Result<()> {
+        self.store.delete(RecordKind::Object, id)?;
+        self.objs_mut().remove(id);
+        Ok(())
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Object>> {
+        self.objs().all.get(&id).cloned()
+    }
+
+    /// Token objects matching `template`, using the label, id or class index
+    /// when the template names one. Private objects only when `user`.
+    pub fn find(&self, template: &[Attribute], user: bool) -> Vec<u64> {
+        let objs = self.objs();
+        let value = |ty| template.iter().find(|a| a.ty == ty).and_then(|a| a.value.as_deref());
+        let candidates: Box<dyn Iterator<Item = &u64>> = if let Some(l) = value(ck::CKA_LABEL) {
+            Box::new(objs.by_label.get(l).into_iter().flatten())
+        } else if let Some(i) = value(ck::CKA_ID) {
+            Box::new(objs.by_id.get(i).into_iter().flatten())
+        } else if let Some(c) = value(ck::CKA_CLASS).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+            Box::new(objs.by_class.get(&u64::from_le_bytes(c)).into_iter().flatten())
+        } else {
+            Box::new(objs.all.keys())
+        };
+        let mut out: Vec<u64> = candidates
+            .filter_map(|id| objs.all.get(id))
+            .filter(|o| (user || !o.private) && o.matches(template))
+            .map(|o| o.id)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+fn pin_flags(failures: u32, max: u32, so: bool) -> u64 {
+    if failures == 0 || max == 0 {
+        return 0;
+    }
+    let (low, last, locked) = if so {
+        (ck::CKF_SO_PIN_COUNT_LOW, ck::CKF_SO_PIN_FINAL_TRY, ck::CKF_SO_PIN_LOCKED)
+    } else {
+        (ck::CKF_USER_PIN_COUNT_LOW, ck::CKF_USER_PIN_FINAL_TRY, ck::CKF_USER_PIN_LOCKED)
+    };
+    if failures >= max {
+        locked
+    } else if failures + 1 == max {
+        low | last
+    } else {
+        low
+    }
+}
+
+/// `YYYYMMDDhhmmss00` for a Unix time (civil-from-days, proleptic Gregorian).
+fn utc_time(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}00", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_time_format() {
+        assert_eq!(utc_time(0), "1970010100000000");
+        assert_eq!(utc_time(1_700_000_000), "2023111422132000");
+    }
+
+    #[test]
+    fn pin_flag_progression() {
+        assert_eq!(pin_flags(0, 3, false), 0);
+        assert_eq!(pin_flags(1, 3, false), ck::CKF_USER_PIN_COUNT_LOW);
+        assert_eq!(pin_flags(2, 3, false), ck::CKF_USER_PIN_COUNT_LOW | ck::CKF_USER_PIN_FINAL_TRY);
+        assert_eq!(pin_flags(3, 3, true), ck::CKF_SO_PIN_LOCKED);
+    }
+}

@@ -1,0 +1,512 @@
+//! Objects: attribute sets checked against the rule tables of
+//! [`super::attrs`], with the key material exposed to mechanisms as a cached
+//! [`Key`].
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use p11kms_protocol::{vendor, AttrResult, Attribute};
+use pkcs11_sys as ck;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::attrs::{self, f, Kind, Rule};
+use crate::error::{Error, Result};
+use crate::mech::Key;
+
+/// An attribute set, sorted by type. Values are zeroized when dropped.
+#[derive(Default, Clone, Serialize, Deserialize)]
+pub struct Attrs(Vec<(u64, Vec<u8>)>);
+
+impl Drop for Attrs {
+    fn drop(&mut self) {
+        for (_, v) in &mut self.0 {
+            v.zeroize();
+        }
+    }
+}
+
+impl Attrs {
+    pub fn get(&self, ty: u64) -> Option<&[u8]> {
+        self.0.binary_search_by_key(&ty, |(t, _)| *t).ok().map(|i| self.0[i].1.as_slice())
+    }
+    pub fn has(&self, ty: u64) -> bool {
+        self.get(ty).is_some()
+    }
+    pub fn bool(&self, ty: u64) -> bool {
+        matches!(self.get(ty), Some([b]) if *b != 0)
+    }
+    pub fn ulong(&self, ty: u64) -> Option<u64> {
+        self.get(ty).and_then(|v| v.try_into().ok()).map(u64::from_le_bytes)
+    }
+    pub fn set(&mut self, ty: u64, value: Vec<u8>) {
+        match self.0.binary_search_by_key(&ty, |(t, _)| *t) {
+            Ok(i) => {
+                self.0[i].1.zeroize();
+                self.0[i].1 = value;
+            }
+            Err(i) => self.0.insert(i, (ty, value)),
+        }
+    }
+    pub fn set_bool(&mut self, ty: u64, v: bool) {
+        self.set(ty, vec![u8::from(v)]);
+    }
+    pub fn set_ulong(&mut self, ty: u64, v: u64) {
+        self.set(ty, v.to_le_bytes().to_vec());
+    }
+    fn set_default(&mut self, ty: u64, value: Vec<u8>) {
+        if !self.has(ty) {
+            self.set(ty, value);
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &(u64, Vec<u8>)> {
+        self.0.iter()
+    }
+    pub fn class(&self) -> u64 {
+        self.ulong(ck::CKA_CLASS).unwrap_or(u64::MAX)
+    }
+    pub fn key_type(&self) -> Option<u64> {
+        self.ulong(ck::CKA_KEY_TYPE)
+    }
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
+        postcard::to_stdvec(self).map(Zeroizing::new).map_err(|e| Error::general(format!("encode object: {e}")))
+    }
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+        postcard::from_bytes(b).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("decode object: {e}")))
+    }
+    /// Approximate size in bytes (`C_GetObjectSize`).
+    pub fn size(&self) -> u64 {
+        self.0.iter().map(|(_, v)| 16 + v.len() as u64).sum()
+    }
+    fn tables(&self) -> Option<Vec<&'static [Rule]>> {
+        attrs::tables(self.class(), self.key_type(), self.ulong(ck::CKA_CERTIFICATE_TYPE))
+    }
+}
+
+/// Why an object is being built; decides which template attributes are
+/// allowed and which defaults apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `C_CreateObject`: material comes from the caller.
+    Create,
+    /// `C_GenerateKey` / `C_GenerateKeyPair`: material made here.
+    Generate,
+    /// `C_UnwrapKey` / `C_DeriveKey`: material recovered from the caller's data.
+    Unwrap,
+}
+
+/// Who is creating, for the SO-only rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Public,
+    User,
+    So,
+}
+
+fn normalize(rule: &Rule, v: &[u8]) -> Vec<u8> {
+    match rule.kind {
+        Kind::Bool => vec![u8::from(v.first().is_some_and(|b| *b != 0))],
+        _ => v.to_vec(),
+    }
+}
+
+fn read_ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>> {
+    match t.iter().rev().find(|a| a.ty == ty) {
+        None => Ok(None),
+        Some(Attribute { value: Some(v), .. }) => v
+            .as_slice()
+            .try_into()
+            .map(|b| Some(u64::from_le_bytes(b)))
+            .map_err(|_| Error::attribute_value_invalid(format!("attribute 0x{ty:x} must be a CK_ULONG"))),
+        Some(_) => Err(Error::attribute_value_invalid(format!("attribute 0x{ty:x} has no value"))),
+    }
+}
+
+/// `CKA_VALUE_LEN` from a template, if present.
+pub fn template_value_len(t: &[Attribute]) -> Result<Option<usize>> {
+    Ok(read_ulong(t, ck::CKA_VALUE_LEN)?.map(|v| v as usize))
+}
+
+/// `CKA_CLASS` / `CKA_KEY_TYPE` of a template, if present.
+pub fn template_ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>> {
+    read_ulong(t, ty)
+}
+
+/// Check a caller template against the tables and build the attribute set
+/// with every default filled in. `class` and `key_type` are forced by the
+/// caller for generation/unwrap (a template value that disagrees is
+/// `CKR_TEMPLATE_INCONSISTENT`). Token-computed attributes (origin, local,
+/// value length...) are added by [`finish_key`].
+pub fn build(
+    template: &[Attribute],
+    class: Option<u64>,
+    key_type: Option<u64>,
+    origin: Origin,
+    actor: Actor,
+) -> Result<Attrs> {
+    let t_class = read_ulong(template, ck::CKA_CLASS)?;
+    let class = match (class, t_class) {
+        (Some(c), Some(t)) if c != t => return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_CLASS disagrees")),
+        (Some(c), _) | (None, Some(c)) => c,
+        (None, None) => return Err(Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS missing")),
+    };
+    let t_kt = read_ulong(template, ck::CKA_KEY_TYPE)?;
+    let key_type = match (key_type, t_kt) {
+        (Some(k), Some(t)) if k != t => {
+            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_KEY_TYPE disagrees with the mechanism"))
+        }
+        (Some(k), _) | (None, Some(k)) => Some(k),
+        (None, None) => None,
+    };
+    let cert_type = read_ulong(template, ck::CKA_CERTIFICATE_TYPE)?;
+    let is_key = matches!(class, ck::CKO_SECRET_KEY | ck::CKO_PUBLIC_KEY | ck::CKO_PRIVATE_KEY);
+    if is_key && key_type.is_none() {
+        return Err(Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing"));
+    }
+    let tables = attrs::tables(class, key_type, cert_type).ok_or_else(|| {
+        Error::new(ck::CKR_TEMPLATE_INCONSISTENT, format!("objects of class 0x{class:x} (certificate type {cert_type:?}) are not supported"))
+    })?;
+    // Key classes this build cannot use yet are refused rather than stored
+    // unusable.
+    if class == ck::CKO_SECRET_KEY && !secret_key_type_supported(key_type.unwrap_or(u64::MAX)) {
+        return Err(Error::attribute_value_invalid(format!("secret key type 0x{:x} is not supported", key_type.unwrap_or(0))));
+    }
+    let mut a = Attrs::default();
+    for attr in template {
+        let rule = attrs::rule(&tables, attr.ty).ok_or_else(|| {
+            Error::new(ck::CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{:x} is not valid for class 0x{class:x}", attr.ty))
+        })?;
+        let v = attr
+            .value
+            .as_deref()
+            .ok_or_else(|| Error::attribute_value_invalid(format!("attribute 0x{:x} has no value", attr.ty)))?;
+        if !attrs::valid_encoding(rule.kind, v) {
+            return Err(Error::attribute_value_invalid(format!("attribute 0x{:x} is badly encoded", attr.ty)));
+        }
+        if rule.flags & f::TOKEN_ONLY != 0 {
+            return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} is set by the token", attr.ty)));
+        }
+        if rule.flags & f::NOT_ON_CREATE != 0 && origin == Origin::Create {
+            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, format!("attribute 0x{:x} is not allowed here", attr.ty)));
+        }
+        if attr.ty == ck::CKA_VALUE && is_key && origin != Origin::Create {
+            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE is made by the token here"));
+        }
+        let v = normalize(&rule, v);
+        if rule.flags & f::SO_ONLY_TRUE != 0 && v == [1] && actor != Actor::So {
+            return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, "only the SO may set CKA_TRUSTED"));
+        }
+        if attr.ty == ck::CKA_ALWAYS_AUTHENTICATE && v == [1] {
+            return Err(Error::attribute_value_invalid("CKA_ALWAYS_AUTHENTICATE is not supported"));
+        }
+        a.set(attr.ty, v);
+    }
+    a.set_ulong(ck::CKA_CLASS, class);
+    if let Some(k) = key_type {
+        a.set_ulong(ck::CKA_KEY_TYPE, k);
+    }
+    if origin == Origin::Create {
+        for t in &tables {
+            for r in t.iter() {
+                if r.flags & f::REQUIRED != 0 && !a.has(r.ty) {
+                    return Err(Error::new(ck::CKR_TEMPLATE_INCOMPLETE, format!("attribute 0x{:x} is required", r.ty)));
+                }
+            }
+        }
+    }
+    let private_default = matches!(class, ck::CKO_SECRET_KEY | ck::CKO_PRIVATE_KEY);
+    a.set_default(ck::CKA_TOKEN, vec![0]);
+    a.set_default(ck::CKA_PRIVATE, vec![u8::from(private_default)]);
+    a.set_default(ck::CKA_MODIFIABLE, vec![1]);
+    a.set_default(ck::CKA_COPYABLE, vec![1]);
+    a.set_default(ck::CKA_DESTROYABLE, vec![1]);
+    a.set_default(ck::CKA_LABEL, vec![]);
+    let uid = uuid::Uuid::new_v4();
+    a.set(ck::CKA_UNIQUE_ID, uid.to_string().into_bytes());
+    match class {
+        ck::CKO_DATA => {
+            a.set_default(ck::CKA_APPLICATION, vec![]);
+            a.set_default(ck::CKA_OBJECT_ID, vec![]);
+            a.set_default(ck::CKA_VALUE, vec![]);
+        }
+        ck::CKO_CERTIFICATE => {
+            a.set_default(ck::CKA_CERTIFICATE_TYPE, ck::CKC_X_509.to_le_bytes().to_vec());
+            a.set_default(ck::CKA_TRUSTED, vec![0]);
+            a.set_default(ck::CKA_CERTIFICATE_CATEGORY, 0u64.to_le_bytes().to_vec());
+            a.set_default(ck::CKA_CHECK_VALUE, vec![]);
+            a.set_default(ck::CKA_START_DATE, vec![]);
+            a.set_default(ck::CKA_END_DATE, vec![]);
+            a.set_default(ck::CKA_PUBLIC_KEY_INFO, vec![]);
+            a.set_default(ck::CKA_ID, vec![]);
+            a.set_default(ck::CKA_ISSUER, vec![]);
+            a.set_default(ck::CKA_SERIAL_NUMBER, vec![]);
+            a.set_default(ck::CKA_URL, vec![]);
+            a.set_default(ck::CKA_HASH_OF_SUBJECT_PUBLIC_KEY, vec![]);
+            a.set_default(ck::CKA_HASH_OF_ISSUER_PUBLIC_KEY, vec![]);
+            a.set_default(ck::CKA_JAVA_MIDP_SECURITY_DOMAIN, 0u64.to_le_bytes().to_vec());
+            a.set_default(ck::CKA_NAME_HASH_ALGORITHM, ck::CKM_SHA_1.to_le_bytes().to_vec());
+        }
+        _ => {
+            a.set_default(ck::CKA_ID, vec![]);
+            a.set_default(ck::CKA_START_DATE, vec![]);
+            a.set_default(ck::CKA_END_DATE, vec![]);
+            a.set_default(ck::CKA_DERIVE, vec![0]);
+            a.set_default(ck::CKA_ALLOWED_MECHANISMS, vec![]);
+            let usage_default = vec![1];
+            let usage: &[u64] = match class {
+                ck::CKO_SECRET_KEY => &[ck::CKA_ENCRYPT, ck::CKA_DECRYPT, ck::CKA_SIGN, ck::CKA_VERIFY, ck::CKA_WRAP, ck::CKA_UNWRAP],
+                ck::CKO_PUBLIC_KEY => &[ck::CKA_ENCRYPT, ck::CKA_VERIFY, ck::CKA_WRAP],
+                _ => &[ck::CKA_DECRYPT, ck::CKA_SIGN, ck::CKA_UNWRAP],
+            };
+            for u in usage {
+                a.set_default(*u, usage_default.clone());
+            }
+            if class == ck::CKO_PUBLIC_KEY {
+                a.set_default(ck::CKA_VERIFY_RECOVER, vec![0]);
+                a.set_default(ck::CKA_TRUSTED, vec![0]);
+                a.set_default(ck::CKA_SUBJECT, vec![]);
+            } else {
+                a.set_default(ck::CKA_SENSITIVE, vec![0]);
+                a.set_default(ck::CKA_EXTRACTABLE, vec![1]);
+                a.set_default(ck::CKA_WRAP_WITH_TRUSTED, vec![0]);
+                if class == ck::CKO_SECRET_KEY {
+                    a.set_default(ck::CKA_TRUSTED, vec![0]);
+                } else {
+                    a.set_default(ck::CKA_SIGN_RECOVER, vec![0]);
+                    a.set_default(ck::CKA_ALWAYS_AUTHENTICATE, vec![0]);
+                    a.set_default(ck::CKA_SUBJECT, vec![]);
+                }
+            }
+        }
+    }
+    Ok(a)
+}
+
+/// Secret key types whose material this build can use.
+pub fn secret_key_type_supported(kt: u64) -> bool {
+    matches!(
+        kt,
+        ck::CKK_AES
+            | ck::CKK_GENERIC_SECRET
+            | ck::CKK_SHA_1_HMAC
+            | ck::CKK_SHA224_HMAC
+            | ck::CKK_SHA256_HMAC
+            | ck::CKK_SHA384_HMAC
+            | ck::CKK_SHA512_HMAC
+            | ck::CKK_SHA3_224_HMAC
+            | ck::CKK_SHA3_256_HMAC
+            | ck::CKK_SHA3_384_HMAC
+            | ck::CKK_SHA3_512_HMAC
+    )
+}
+
+/// Check a secret key value's length for its type.
+pub fn check_secret_value(key_type: u64, len: usize) -> Result<()> {
+    let ok = match key_type {
+        ck::CKK_AES => matches!(len, 16 | 24 | 32),
+        _ => (1..=512).contains(&len),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::attribute_value_invalid(format!("a key of type 0x{key_type:x} cannot be {len} bytes long")))
+    }
+}
+
+/// Add the attributes the token computes for a key: `CKA_LOCAL`, the
+/// sensitivity history, `CKA_KEY_GEN_MECHANISM`, `CKA_VALUE_LEN`,
+/// `CKA_CHECK_VALUE` and the KMS attributes.
+pub fn finish_key(a: &mut Attrs, origin: Origin, gen_mech: Option<u64>) {
+    let local = origin == Origin::Generate;
+    let class = a.class();
+    a.set_bool(ck::CKA_LOCAL, local);
+    a.set_ulong(ck::CKA_KEY_GEN_MECHANISM, gen_mech.unwrap_or(ck::CK_UNAVAILABLE_INFORMATION));
+    if class != ck::CKO_PUBLIC_KEY {
+        let sensitive = a.bool(ck::CKA_SENSITIVE);
+        let extractable = a.bool(ck::CKA_EXTRACTABLE);
+        a.set_bool(ck::CKA_ALWAYS_SENSITIVE, local && sensitive);
+        a.set_bool(ck::CKA_NEVER_EXTRACTABLE, local && !extractable);
+    }
+    if class == ck::CKO_SECRET_KEY {
+        let len = a.get(ck::CKA_VALUE).map_or(0, <[u8]>::len) as u64;
+        a.set_ulong(ck::CKA_VALUE_LEN, len);
+        let kcv = match (a.key_type(), a.get(ck::CKA_VALUE)) {
+            (Some(ck::CKK_AES), Some(v)) => aes_kcv(v),
+            _ => Vec::new(),
+        };
+        a.set(ck::CKA_CHECK_VALUE, kcv);
+    }
+    a.set_ulong(
+        vendor::CKA_P11KMS_ORIGIN,
+        if local { vendor::CKV_P11KMS_ORIGIN_KMS } else { vendor::CKV_P11KMS_ORIGIN_EXTERNAL },
+    );
+    a.set_ulong(vendor::CKA_P11KMS_KEY_STATE, vendor::CKV_P11KMS_STATE_ENABLED);
+    a.set_ulong(vendor::CKA_P11KMS_KEY_VERSION, 1);
+    a.set_bool(vendor::CKA_P11KMS_DEFAULT_KEY, false);
+    a.set_bool(vendor::CKA_P11KMS_SERVICE_KEY, false);
+    a.set(vendor::CKA_P11KMS_KEY_ID, format!("key-{}", uuid::Uuid::new_v4()).into_bytes());
+}
+
+/// AES key check value: the first 3 bytes of the encryption of a zero block
+/// (PKCS#11 v3.0 §4.10, `CKA_CHECK_VALUE`).
+fn aes_kcv(key: &[u8]) -> Vec<u8> {
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    let mut block = aes::Block::default();
+    match key.len() {
+        16 => aes::Aes128::new_from_slice(key).map(|c| c.encrypt_block(&mut block)).ok(),
+        24 => aes::Aes192::new_from_slice(key).map(|c| c.encrypt_block(&mut block)).ok(),
+        32 => aes::Aes256::new_from_slice(key).map(|c| c.encrypt_block(&mut block)).ok(),
+        _ => None,
+    };
+    block[..3].to_vec()
+}
+
+/// A stored or session object.
+pub struct Object {
+    /// Object handle; equal to the store id for token objects.
+    pub id: u64,
+    pub token: bool,
+    pub private: bool,
+    pub class: u64,
+    attrs: RwLock<Attrs>,
+    key: OnceLock<Arc<Key>>,
+}
+
+impl Object {
+    pub fn new(id: u64, attrs: Attrs) -> Self {
+        Object {
+            id,
+            token: attrs.bool(ck::CKA_TOKEN),
+            private: attrs.bool(ck::CKA_PRIVATE),
+            class: attrs.class(),
+            attrs: RwLock::new(attrs),
+            key: OnceLock::new(),
+        }
+    }
+
+    /// Read access to the attributes.
+    pub fn attrs(&self) -> std::sync::RwLockReadGuard<'_, Attrs> {
+        self.attrs.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn attrs_mut(&self) -> std::sync::RwLockWriteGuard<'_, Attrs> {
+        self.attrs.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn is_key(&self) -> bool {
+        matches!(self.class, ck::CKO_SECRET_KEY | ck::CKO_PUBLIC_KEY | ck::CKO_PRIVATE_KEY)
+    }
+
+    /// Key material for mechanisms, built once.
+    pub fn key(&self) -> Result<Arc<Key>> {
+        if let Some(k) = self.key.get() {
+            return Ok(k.clone());
+        }
+        if !self.is_key() {
+            return Err(Error::rv(ck::CKR_KEY_HANDLE_INVALID));
+        }
+        let a = self.attrs();
+        let kt = a.key_type().ok_or_else(|| Error::general("key without CKA_KEY_TYPE"))?;
+        let value = match self.class {
+            ck::CKO_SECRET_KEY => a.get(ck::CKA_VALUE).unwrap_or_default().to_vec(),
+            _ => a.get(INTERNAL_DER).unwrap_or_default().to_vec(),
+        };
+        let k = Arc::new(Key::new(self.class, kt, Zeroizing::new(value)));
+        Ok(self.key.get_or_init(|| k).clone())
+    }
+
+    /// `C_GetAttributeValue` for one attribute.
+    pub fn get_attribute(&self, ty: u64) -> AttrResult {
+        let a = self.attrs();
+        if ty == INTERNAL_DER {
+            return AttrResult::Invalid;
+        }
+        let Some(tables) = a.tables() else { return AttrResult::Invalid };
+        let Some(rule) = attrs::rule(&tables, ty) else { return AttrResult::Invalid };
+        if rule.flags & f::SECRET != 0 && (a.bool(ck::CKA_SENSITIVE) || !a.bool(ck::CKA_EXTRACTABLE)) {
+            return AttrResult::Sensitive;
+        }
+        match a.get(ty) {
+            Some(v) => AttrResult::Value(v.to_vec()),
+            None => AttrResult::Invalid,
+        }
+    }
+
+    /// Apply `C_SetAttributeValue` (or a `C_CopyObject` template when
+    /// `copy`) to a copy of the attributes and return it; the caller stores
+    /// it and swaps it in.
+    pub fn updated(&self, template: &[Attribute], actor: Actor, copy: bool) -> Result<Attrs> {
+        let mut a = self.attrs().clone();
+        let tables = a.tables().ok_or_else(|| Error::general("object of unknown class"))?;
+        if !copy && !a.bool(ck::CKA_MODIFIABLE) {
+            return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "object is not modifiable"));
+        }
+        for attr in template {
+            let rule = attrs::rule(&tables, attr.ty)
+                .ok_or_else(|| Error::new(ck::CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{:x} is not valid here", attr.ty)))?;
+            let v = attr
+                .value
+                .as_deref()
+                .ok_or_else(|| Error::attribute_value_invalid(format!("attribute 0x{:x} has no value", attr.ty)))?;
+            if !attrs::valid_encoding(rule.kind, v) {
+                return Err(Error::attribute_value_invalid(format!("attribute 0x{:x} is badly encoded", attr.ty)));
+            }
+            let v = normalize(&rule, v);
+            let cur = a.get(attr.ty).map(<[u8]>::to_vec);
+            let copy_settable = copy && matches!(attr.ty, ck::CKA_TOKEN | ck::CKA_PRIVATE | ck::CKA_MODIFIABLE);
+            if rule.flags & f::TOKEN_ONLY != 0 || (rule.flags & f::FIXED != 0 && !copy_settable) {
+                if cur.as_deref() == Some(v.as_slice()) {
+                    continue;
+                }
+                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} cannot be changed", attr.ty)));
+            }
+            if attr.ty == ck::CKA_MODIFIABLE && v == [1] && !a.bool(ck::CKA_MODIFIABLE) {
+                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, "CKA_MODIFIABLE cannot become TRUE"));
+            }
+            if rule.flags & f::ONLY_TO_TRUE != 0 && v == [0] && cur.as_deref() == Some(&[1]) {
+                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} can only become TRUE", attr.ty)));
+            }
+            if rule.flags & f::ONLY_TO_FALSE != 0 && v == [1] && cur.as_deref() == Some(&[0]) {
+                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} can only become FALSE", attr.ty)));
+            }
+            if rule.flags & f::SO_ONLY_TRUE != 0 && v == [1] && actor != Actor::So {
+                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, "only the SO may set this attribute to TRUE"));
+            }
+            a.set(attr.ty, v);
+        }
+        if copy {
+            a.set(ck::CKA_UNIQUE_ID, uuid::Uuid::new_v4().to_string().into_bytes());
+        }
+        Ok(a)
+    }
+
+    /// Replace the attributes (after a successful store write).
+    pub fn replace(&self, attrs: Attrs) {
+        *self.attrs_mut() = attrs;
+    }
+
+    /// Does the object match every attribute of a find template?
+    pub fn matches(&self, template: &[Attribute]) -> bool {
+        let a = self.attrs();
+        template.iter().all(|t| {
+            if t.ty == INTERNAL_DER {
+                return false;
+            }
+            let Some(want) = t.value.as_deref() else { return false };
+            match a.get(t.ty) {
+                Some(have) if have.len() == 1 && want.len() == 1 => (have[0] != 0) == (want[0] != 0),
+                Some(have) => {
+                    let secret = a
+                        .tables()
+                        .and_then(|tb| attrs::rule(&tb, t.ty))
+                        .is_some_and(|r| r.flags & f::SECRET != 0);
+                    !secret && have == want
+                }
+                None => false,
+            }
+        })
+    }
+}
+
+/// Internal attribute holding an asymmetric key's DER (PKCS#8 or SPKI).
+/// Never readable, never settable, never matched.
+pub const INTERNAL_DER: u64 = 0x8E11_FF01;

@@ -148,7 +148,12 @@ fn c_abi_against_fake_daemon() {
             minor: 40,
         };
         assert_eq!(
-            p11kms::C_GetInterface(b"PKCS 11\0".as_ptr().cast_mut(), &mut want, &mut iface, 0),
+            p11kms::C_GetInterface(
+                c"PKCS 11".as_ptr().cast_mut().cast(),
+                &mut want,
+                &mut iface,
+                0
+            ),
             CKR_OK
         );
         assert_eq!(
@@ -161,7 +166,7 @@ fn c_abi_against_fake_daemon() {
         );
         assert_eq!(
             p11kms::C_GetInterface(
-                b"other\0".as_ptr().cast_mut(),
+                c"other".as_ptr().cast_mut().cast(),
                 ptr::null_mut(),
                 &mut iface,
                 0

@@ -84,19 +84,26 @@ pub unsafe fn template_in(
         .collect()
 }
 
-/// The attribute types of a `C_GetAttributeValue` template.
+/// The caller's `C_GetAttributeValue` template, borrowed for writing, and
+/// its attribute types.
 ///
 /// # Safety
-/// As for [`template_in`] (values are not read).
+/// A non-NULL `ptr` must point to `count` valid, writable `CK_ATTRIBUTE`s
+/// not aliased elsewhere for `'a` (values are not read).
 pub unsafe fn types_in<'a>(
     ptr: *mut CK_ATTRIBUTE,
     count: pkcs11_sys::CK_ULONG,
 ) -> CkResult<(&'a mut [CK_ATTRIBUTE], Vec<u64>)> {
+    // Validates NULL/count exactly like an input template.
     // SAFETY: forwarded contract.
-    let attrs = unsafe { array(ptr, count) }?;
+    let len = unsafe { array(ptr, count) }?.len();
+    if len == 0 {
+        return Ok((&mut [], Vec::new()));
+    }
+    // SAFETY: non-NULL (checked by `array` for len > 0) with `len` writable
+    // elements (contract); the shared borrow above has ended.
+    let attrs = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
     let types = attrs.iter().map(|a| a.type_).collect();
-    // SAFETY: same array, now borrowed mutably; `attrs` is no longer used.
-    let attrs = unsafe { std::slice::from_raw_parts_mut(ptr, attrs.len()) };
     Ok((attrs, types))
 }
 

@@ -174,3 +174,6 @@ pub(crate) fn usable_key(app: &App, s: &Session, handle: u64, usage: u64, mech: 
     let k = o.key()?;
     Ok((o, k))
 }
+
+#[cfg(test)]
+mod tests;

@@ -117,9 +117,6 @@ pub fn find_init(app: &App, session: u64, template: &[Attribute]) -> Result<Resp
         if s.find.is_some() {
             return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
         }
-        if template.iter().any(|a| a.value.is_none()) {
-            return Err(Error::new(ck::CKR_ATTRIBUTE_VALUE_INVALID, "find template attribute without value"));
-        }
         let user = actor(app, s) == Actor::User;
         let mut results = s.token.find(template, user);
         results.extend(

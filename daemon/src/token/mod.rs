@@ -352,7 +352,7 @@ impl Token {
     /// when the template names one. Private objects only when `user`.
     pub fn find(&self, template: &[Attribute], user: bool) -> Vec<u64> {
         let objs = self.objs();
-        let value = |ty| template.iter().find(|a| a.ty == ty).and_then(|a| a.value.as_deref());
+        let value = |ty| template.iter().find(|a| a.ty == ty).map(|a| a.value.as_deref().unwrap_or_default());
         let candidates: Box<dyn Iterator<Item = &u64>> = if let Some(l) = value(ck::CKA_LABEL) {
             Box::new(objs.by_label.get(l).into_iter().flatten())
         } else if let Some(i) = value(ck::CKA_ID) {

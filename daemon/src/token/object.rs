@@ -112,12 +112,13 @@ fn normalize(rule: &Rule, v: &[u8]) -> Vec<u8> {
 fn read_ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>> {
     match t.iter().rev().find(|a| a.ty == ty) {
         None => Ok(None),
-        Some(Attribute { value: Some(v), .. }) => v
-            .as_slice()
+        Some(a) => a
+            .value
+            .as_deref()
+            .unwrap_or_default()
             .try_into()
             .map(|b| Some(u64::from_le_bytes(b)))
             .map_err(|_| Error::attribute_value_invalid(format!("attribute 0x{ty:x} must be a CK_ULONG"))),
-        Some(_) => Err(Error::attribute_value_invalid(format!("attribute 0x{ty:x} has no value"))),
     }
 }
 
@@ -175,10 +176,8 @@ pub fn build(
         let rule = attrs::rule(&tables, attr.ty).ok_or_else(|| {
             Error::new(ck::CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{:x} is not valid for class 0x{class:x}", attr.ty))
         })?;
-        let v = attr
-            .value
-            .as_deref()
-            .ok_or_else(|| Error::attribute_value_invalid(format!("attribute 0x{:x} has no value", attr.ty)))?;
+        // A NULL pValue with length 0 is an empty value in a template.
+        let v = attr.value.as_deref().unwrap_or_default();
         if !attrs::valid_encoding(rule.kind, v) {
             return Err(Error::attribute_value_invalid(format!("attribute 0x{:x} is badly encoded", attr.ty)));
         }
@@ -443,10 +442,7 @@ impl Object {
         for attr in template {
             let rule = attrs::rule(&tables, attr.ty)
                 .ok_or_else(|| Error::new(ck::CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{:x} is not valid here", attr.ty)))?;
-            let v = attr
-                .value
-                .as_deref()
-                .ok_or_else(|| Error::attribute_value_invalid(format!("attribute 0x{:x} has no value", attr.ty)))?;
+            let v = attr.value.as_deref().unwrap_or_default();
             if !attrs::valid_encoding(rule.kind, v) {
                 return Err(Error::attribute_value_invalid(format!("attribute 0x{:x} is badly encoded", attr.ty)));
             }
@@ -491,7 +487,7 @@ impl Object {
             if t.ty == INTERNAL_DER {
                 return false;
             }
-            let Some(want) = t.value.as_deref() else { return false };
+            let want = t.value.as_deref().unwrap_or_default();
             match a.get(t.ty) {
                 Some(have) if have.len() == 1 && want.len() == 1 => (have[0] != 0) == (want[0] != 0),
                 Some(have) => {

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use cipher::block_padding::{Padding, Pkcs7};
 use cipher::common::InnerInit;
-use cipher::{Array, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, StreamCipher, StreamCipherCoreWrapper};
+use cipher::{
+    Array, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, StreamCipher, StreamCipherCoreWrapper,
+};
 use p11kms_protocol::{MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
@@ -27,7 +29,11 @@ pub const BLOCK: usize = 16;
 
 /// `CK_MECHANISM_INFO` of an AES mechanism with the given flags.
 pub fn info(flags: u64) -> MechanismInfo {
-    MechanismInfo { min_key_size: block::MIN_KEY_BYTES, max_key_size: block::MAX_KEY_BYTES, flags }
+    MechanismInfo {
+        min_key_size: block::MIN_KEY_BYTES,
+        max_key_size: block::MAX_KEY_BYTES,
+        flags,
+    }
 }
 
 /// Register the mechanisms of this file and their known-answer test.
@@ -53,11 +59,21 @@ impl Mechanism for AesKeyGen {
     }
     fn generate_key(&self, param: &MechParam, value_len: Option<usize>) -> Result<GeneratedKey> {
         no_param(param)?;
-        let len = value_len.ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "AES key generation needs CKA_VALUE_LEN"))?;
+        let len = value_len.ok_or_else(|| {
+            Error::new(
+                ck::CKR_TEMPLATE_INCOMPLETE,
+                "AES key generation needs CKA_VALUE_LEN",
+            )
+        })?;
         if !matches!(len, 16 | 24 | 32) {
-            return Err(Error::attribute_value_invalid(format!("AES key length {len} is not 16, 24 or 32")));
+            return Err(Error::attribute_value_invalid(format!(
+                "AES key length {len} is not 16, 24 or 32"
+            )));
         }
-        Ok(GeneratedKey { key_type: ck::CKK_AES, value: random(len)? })
+        Ok(GeneratedKey {
+            key_type: ck::CKK_AES,
+            value: random(len)?,
+        })
     }
 }
 
@@ -66,6 +82,13 @@ pub fn random(len: usize) -> Result<Zeroizing<Vec<u8>>> {
     let mut v = Zeroizing::new(vec![0u8; len]);
     getrandom::fill(&mut v).map_err(|e| Error::general(format!("getrandom: {e}")))?;
     Ok(v)
+}
+
+/// Whether `len` is a whole number of `unit`s. (`usize::is_multiple_of`
+/// is newer than the workspace's minimum Rust 1.85.)
+#[allow(clippy::manual_is_multiple_of)]
+pub fn whole(len: usize, unit: usize) -> bool {
+    len % unit == 0
 }
 
 /// Mechanisms without a parameter reject any.
@@ -79,7 +102,9 @@ pub fn no_param(param: &MechParam) -> Result<()> {
 /// The 16-byte IV of CBC and CBC-PAD.
 fn iv_param(param: &MechParam) -> Result<[u8; BLOCK]> {
     match param {
-        MechParam::Bytes(iv) => iv.as_slice().try_into().map_err(|_| Error::param_invalid(format!("AES IV must be 16 bytes, got {}", iv.len()))),
+        MechParam::Bytes(iv) => iv.as_slice().try_into().map_err(|_| {
+            Error::param_invalid(format!("AES IV must be 16 bytes, got {}", iv.len()))
+        }),
         _ => Err(Error::param_invalid("AES-CBC needs a 16-byte IV")),
     }
 }
@@ -110,29 +135,75 @@ impl Mechanism for AesMode {
         info(flags)
     }
     fn encrypt_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn CipherOp>> {
-        Ok(Box::new(BlockOp::new(self.0, true, AesBlock::for_key(key)?, param)?))
+        Ok(Box::new(BlockOp::new(
+            self.0,
+            true,
+            AesBlock::for_key(key)?,
+            param,
+        )?))
     }
     fn decrypt_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn CipherOp>> {
-        Ok(Box::new(BlockOp::new(self.0, false, AesBlock::for_key(key)?, param)?))
+        Ok(Box::new(BlockOp::new(
+            self.0,
+            false,
+            AesBlock::for_key(key)?,
+            param,
+        )?))
     }
-    fn wrap_len(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_len: usize) -> Result<usize> {
+    fn wrap_len(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_len: usize,
+    ) -> Result<usize> {
         self.wrap_only()?;
-        BlockOp::new(self.0, true, AesBlock::for_wrapping_key(wrapping_key)?, param)?.oneshot_len(key_len)
+        BlockOp::new(
+            self.0,
+            true,
+            AesBlock::for_wrapping_key(wrapping_key)?,
+            param,
+        )?
+        .oneshot_len(key_len)
     }
     /// CBC-PAD wrap: the key value encrypted with PKCS#7 padding
     /// (PKCS#11 3.0 current mechanisms §2.10.7).
-    fn wrap(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_value: &[u8]) -> Result<Vec<u8>> {
+    fn wrap(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_value: &[u8],
+    ) -> Result<Vec<u8>> {
         self.wrap_only()?;
-        BlockOp::new(self.0, true, AesBlock::for_wrapping_key(wrapping_key)?, param)?.oneshot(key_value)
+        BlockOp::new(
+            self.0,
+            true,
+            AesBlock::for_wrapping_key(wrapping_key)?,
+            param,
+        )?
+        .oneshot(key_value)
     }
-    fn unwrap(&self, param: &MechParam, unwrapping_key: &Arc<Key>, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn unwrap(
+        &self,
+        param: &MechParam,
+        unwrapping_key: &Arc<Key>,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         self.wrap_only()?;
-        let mut op = BlockOp::new(self.0, false, AesBlock::for_unwrapping_key(unwrapping_key)?, param)?;
-        op.oneshot(wrapped).map(Zeroizing::new).map_err(|e| match e.rv {
-            ck::CKR_ENCRYPTED_DATA_LEN_RANGE => Error::new(ck::CKR_WRAPPED_KEY_LEN_RANGE, e.msg),
-            ck::CKR_ENCRYPTED_DATA_INVALID => Error::new(ck::CKR_WRAPPED_KEY_INVALID, e.msg),
-            _ => e,
-        })
+        let mut op = BlockOp::new(
+            self.0,
+            false,
+            AesBlock::for_unwrapping_key(unwrapping_key)?,
+            param,
+        )?;
+        op.oneshot(wrapped)
+            .map(Zeroizing::new)
+            .map_err(|e| match e.rv {
+                ck::CKR_ENCRYPTED_DATA_LEN_RANGE => {
+                    Error::new(ck::CKR_WRAPPED_KEY_LEN_RANGE, e.msg)
+                }
+                ck::CKR_ENCRYPTED_DATA_INVALID => Error::new(ck::CKR_WRAPPED_KEY_INVALID, e.msg),
+                _ => e,
+            })
     }
 }
 
@@ -199,11 +270,20 @@ impl BlockOp {
                 }
             }
         };
-        Ok(BlockOp { mode, encrypt, engine, pending: Zeroizing::new(Vec::new()) })
+        Ok(BlockOp {
+            mode,
+            encrypt,
+            engine,
+            pending: Zeroizing::new(Vec::new()),
+        })
     }
 
     fn len_range(&self) -> Error {
-        Error::rv(if self.encrypt { ck::CKR_DATA_LEN_RANGE } else { ck::CKR_ENCRYPTED_DATA_LEN_RANGE })
+        Error::rv(if self.encrypt {
+            ck::CKR_DATA_LEN_RANGE
+        } else {
+            ck::CKR_ENCRYPTED_DATA_LEN_RANGE
+        })
     }
 
     /// Bytes of `pending + more` that an update may process now.
@@ -221,10 +301,10 @@ impl CipherOp for BlockOp {
     fn oneshot_len(&self, in_len: usize) -> Result<usize> {
         match (self.mode, self.encrypt) {
             (Mode::CbcPad, true) => Ok(in_len / BLOCK * BLOCK + BLOCK),
-            (Mode::CbcPad, false) if in_len == 0 || in_len % BLOCK != 0 => Err(self.len_range()),
+            (Mode::CbcPad, false) if in_len == 0 || !whole(in_len, BLOCK) => Err(self.len_range()),
             // The padding takes at least one byte of the last block.
             (Mode::CbcPad, false) => Ok(in_len - 1),
-            _ if in_len % BLOCK != 0 => Err(self.len_range()),
+            _ if !whole(in_len, BLOCK) => Err(self.len_range()),
             _ => Ok(in_len),
         }
     }
@@ -272,7 +352,9 @@ impl CipherOp for BlockOp {
                 }
                 block.copy_from_slice(&pending);
                 self.engine.process(&mut block[..]);
-                let plain = Pkcs7::raw_unpad(&block[..]).map_err(|_| Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, "bad CBC-PAD padding"))?;
+                let plain = Pkcs7::raw_unpad(&block[..]).map_err(|_| {
+                    Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, "bad CBC-PAD padding")
+                })?;
                 Ok(plain.to_vec())
             }
             _ if !pending.is_empty() => Err(self.len_range()),
@@ -333,7 +415,11 @@ impl CtrOp {
         };
         let bits = match u32::try_from(*counter_bits) {
             Ok(b @ 1..=128) => b,
-            _ => return Err(Error::param_invalid(format!("ulCounterBits {counter_bits} not in 1..=128"))),
+            _ => {
+                return Err(Error::param_invalid(format!(
+                    "ulCounterBits {counter_bits} not in 1..=128"
+                )))
+            }
         };
         // 2^bits blocks of 16 bytes; from 124 bits on more than any u128.
         let total_left = 1u128.checked_shl(bits + 4).unwrap_or(u128::MAX);
@@ -359,7 +445,11 @@ impl CtrOp {
     fn start_segment(&mut self) {
         let block = u128::from_be_bytes(self.next_block);
         let mask = self.field_mask();
-        let blocks = if self.bits == 128 { u128::MAX } else { (mask - (block & mask)) + 1 };
+        let blocks = if self.bits == 128 {
+            u128::MAX
+        } else {
+            (mask - (block & mask)) + 1
+        };
         self.segment_left = blocks.saturating_mul(BLOCK as u128);
         self.stream = ctr_stream(self.cipher.clone(), &self.next_block);
         // The following segment starts with the field at zero.
@@ -369,7 +459,11 @@ impl CtrOp {
     fn check(&self, in_len: usize) -> Result<()> {
         if in_len as u128 > self.total_left {
             return Err(Error::new(
-                if self.encrypt { ck::CKR_DATA_LEN_RANGE } else { ck::CKR_ENCRYPTED_DATA_LEN_RANGE },
+                if self.encrypt {
+                    ck::CKR_DATA_LEN_RANGE
+                } else {
+                    ck::CKR_ENCRYPTED_DATA_LEN_RANGE
+                },
                 "AES-CTR counter would wrap to its first value",
             ));
         }
@@ -405,7 +499,8 @@ impl CipherOp for CtrOp {
             if self.segment_left == 0 {
                 self.start_segment();
             }
-            let n = usize::try_from(self.segment_left).map_or(rest.len(), |left| left.min(rest.len()));
+            let n =
+                usize::try_from(self.segment_left).map_or(rest.len(), |left| left.min(rest.len()));
             let (now, later) = rest.split_at_mut(n);
             self.stream.apply_keystream(now);
             self.segment_left -= n as u128;
@@ -435,7 +530,10 @@ fn self_test() -> Result<()> {
 
 /// Decode a hex literal of a self-test. Only for compile-time constants.
 pub(crate) fn hex_bytes(s: &str) -> Vec<u8> {
-    (0..s.len() / 2).filter_map(|i| s.get(2 * i..2 * i + 2)).filter_map(|b| u8::from_str_radix(b, 16).ok()).collect()
+    (0..s.len() / 2)
+        .filter_map(|i| s.get(2 * i..2 * i + 2))
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -31,7 +31,10 @@ struct DigestMech<D> {
 
 impl<D> DigestMech<D> {
     fn new(mech: u64) -> Self {
-        DigestMech { mech, _hash: std::marker::PhantomData }
+        DigestMech {
+            mech,
+            _hash: std::marker::PhantomData,
+        }
     }
 }
 
@@ -43,7 +46,11 @@ where
         self.mech
     }
     fn info(&self) -> MechanismInfo {
-        MechanismInfo { min_key_size: 0, max_key_size: 0, flags: ck::CKF_DIGEST }
+        MechanismInfo {
+            min_key_size: 0,
+            max_key_size: 0,
+            flags: ck::CKF_DIGEST,
+        }
     }
     fn digest_init(&self, param: &MechParam) -> Result<Box<dyn DigestOp>> {
         if *param != MechParam::None {
@@ -71,9 +78,13 @@ impl<D: Digest + Default + Send> DigestOp for HashOp<D> {
 /// FIPS 180-2 B.1 and FIPS 202 example "abc" digests.
 fn self_test() -> Result<()> {
     let ok = sha2::Sha256::digest(b"abc").as_slice()
-        == super::aes::hex_bytes("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        == super::aes::hex_bytes(
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        )
         && sha3::Sha3_256::digest(b"abc").as_slice()
-            == super::aes::hex_bytes("3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532");
+            == super::aes::hex_bytes(
+                "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532",
+            );
     if ok {
         Ok(())
     } else {
@@ -89,7 +100,11 @@ mod tests {
     fn digest(mech: u64, data: &[u8]) -> Vec<u8> {
         let mut r = Registry::default();
         register(&mut r);
-        let mut op = r.get(mech).expect("registered").digest_init(&MechParam::None).expect("init");
+        let mut op = r
+            .get(mech)
+            .expect("registered")
+            .digest_init(&MechParam::None)
+            .expect("init");
         op.update(data);
         let out = op.finalize();
         assert_eq!(out.len(), op.len());
@@ -126,7 +141,11 @@ mod tests {
         register(&mut r);
         let msg: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
         let one = digest(ck::CKM_SHA384, &msg);
-        let mut op = r.get(ck::CKM_SHA384).expect("registered").digest_init(&MechParam::None).expect("init");
+        let mut op = r
+            .get(ck::CKM_SHA384)
+            .expect("registered")
+            .digest_init(&MechParam::None)
+            .expect("init");
         for chunk in msg.chunks(7) {
             op.update(chunk);
         }
@@ -137,9 +156,17 @@ mod tests {
     fn param_rejected() {
         let mut r = Registry::default();
         register(&mut r);
-        let err = r.get(ck::CKM_SHA256).expect("registered").digest_init(&MechParam::Bytes(vec![1])).err().expect("error");
+        let err = r
+            .get(ck::CKM_SHA256)
+            .expect("registered")
+            .digest_init(&MechParam::Bytes(vec![1]))
+            .err()
+            .expect("error");
         assert_eq!(err.rv, ck::CKR_MECHANISM_PARAM_INVALID);
-        assert_eq!(r.get(ck::CKM_SHA256).expect("registered").info().flags, ck::CKF_DIGEST);
+        assert_eq!(
+            r.get(ck::CKM_SHA256).expect("registered").info().flags,
+            ck::CKF_DIGEST
+        );
         r.run_self_tests().expect("self-test");
     }
 }

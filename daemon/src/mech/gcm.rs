@@ -74,15 +74,24 @@ where
         let nonce = Nonce::<N>::try_from(iv).map_err(|_| Error::param_invalid("GCM IV length"))?;
         let tag = self
             .encrypt_inout_detached(&nonce, aad, data.as_mut_slice().into())
-            .map_err(|_| Error::new(ck::CKR_DATA_LEN_RANGE, "GCM input over the SP 800-38D limits"))?;
+            .map_err(|_| {
+                Error::new(
+                    ck::CKR_DATA_LEN_RANGE,
+                    "GCM input over the SP 800-38D limits",
+                )
+            })?;
         data.extend_from_slice(&tag);
         Ok(())
     }
 
     fn open(&self, iv: &[u8], aad: &[u8], data: &mut Vec<u8>) -> Result<()> {
         let nonce = Nonce::<N>::try_from(iv).map_err(|_| Error::param_invalid("GCM IV length"))?;
-        let split = data.len().checked_sub(T::USIZE).ok_or_else(|| Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE))?;
-        let tag = Tag::<T>::try_from(&data[split..]).map_err(|_| Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE))?;
+        let split = data
+            .len()
+            .checked_sub(T::USIZE)
+            .ok_or_else(|| Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE))?;
+        let tag = Tag::<T>::try_from(&data[split..])
+            .map_err(|_| Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE))?;
         data.truncate(split);
         self.decrypt_inout_detached(&nonce, aad, data.as_mut_slice().into(), &tag)
             .map_err(|_| Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, "GCM tag mismatch"))
@@ -119,7 +128,9 @@ fn gcm_for(key: &Key, iv_len: usize, tag_len: usize) -> Result<Arc<dyn Gcm>> {
         12 => by_tag!(U12),
         8 => by_tag!(U8),
         16 => by_tag!(U16),
-        _ => Err(Error::param_invalid(format!("GCM IV of {iv_len} bytes not supported (8, 12 or 16)"))),
+        _ => Err(Error::param_invalid(format!(
+            "GCM IV of {iv_len} bytes not supported (8, 12 or 16)"
+        ))),
     }
 }
 
@@ -136,26 +147,46 @@ struct GcmOp {
 
 impl GcmOp {
     fn new(key: &Key, param: &MechParam, encrypt: bool) -> Result<Self> {
-        let MechParam::Gcm { iv, iv_bits, aad, tag_bits } = param else {
+        let MechParam::Gcm {
+            iv,
+            iv_bits,
+            aad,
+            tag_bits,
+        } = param
+        else {
             return Err(Error::param_invalid("AES-GCM needs CK_GCM_PARAMS"));
         };
         if let Some(bits) = iv_bits {
             if *bits != 0 && Some(*bits) != (iv.len() as u64).checked_mul(8) {
-                return Err(Error::param_invalid(format!("ulIvBits {bits} contradicts ulIvLen {}", iv.len())));
+                return Err(Error::param_invalid(format!(
+                    "ulIvBits {bits} contradicts ulIvLen {}",
+                    iv.len()
+                )));
             }
         }
         let tag_len = match tag_bits {
             32 | 64 | 96 | 104 | 112 | 120 | 128 => (*tag_bits / 8) as usize,
             _ => return Err(Error::param_invalid(format!("GCM tag of {tag_bits} bits"))),
         };
-        Ok(GcmOp { gcm: gcm_for(key, iv.len(), tag_len)?, encrypt, iv: iv.clone(), aad: aad.clone(), tag_len, data: Zeroizing::new(Vec::new()) })
+        Ok(GcmOp {
+            gcm: gcm_for(key, iv.len(), tag_len)?,
+            encrypt,
+            iv: iv.clone(),
+            aad: aad.clone(),
+            tag_len,
+            data: Zeroizing::new(Vec::new()),
+        })
     }
 
     fn out_len(&self, in_len: usize) -> Result<usize> {
         if self.encrypt {
-            in_len.checked_add(self.tag_len).ok_or_else(|| Error::rv(ck::CKR_DATA_LEN_RANGE))
+            in_len
+                .checked_add(self.tag_len)
+                .ok_or_else(|| Error::rv(ck::CKR_DATA_LEN_RANGE))
         } else {
-            in_len.checked_sub(self.tag_len).ok_or_else(|| Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE))
+            in_len
+                .checked_sub(self.tag_len)
+                .ok_or_else(|| Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE))
         }
     }
 }
@@ -182,7 +213,11 @@ impl CipherOp for GcmOp {
     }
     fn finalize(&mut self) -> Result<Vec<u8>> {
         let mut buf = std::mem::take(&mut *self.data);
-        let done = if self.encrypt { self.gcm.seal(&self.iv, &self.aad, &mut buf) } else { self.gcm.open(&self.iv, &self.aad, &mut buf) };
+        let done = if self.encrypt {
+            self.gcm.seal(&self.iv, &self.aad, &mut buf)
+        } else {
+            self.gcm.open(&self.iv, &self.aad, &mut buf)
+        };
         match done {
             Ok(()) => Ok(buf),
             Err(e) => {
@@ -196,7 +231,11 @@ impl CipherOp for GcmOp {
 /// Test case 4 of McGrew & Viega's GCM specification (AES-128, 96-bit IV,
 /// AAD, 60-byte message): encrypt and decrypt.
 fn self_test() -> Result<()> {
-    let key = Key::new(ck::CKO_SECRET_KEY, ck::CKK_AES, Zeroizing::new(super::aes::hex_bytes("feffe9928665731c6d6a8f9467308308")));
+    let key = Key::new(
+        ck::CKO_SECRET_KEY,
+        ck::CKK_AES,
+        Zeroizing::new(super::aes::hex_bytes("feffe9928665731c6d6a8f9467308308")),
+    );
     let param = MechParam::Gcm {
         iv: super::aes::hex_bytes("cafebabefacedbaddecaf888"),
         iv_bits: None,

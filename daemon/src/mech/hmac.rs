@@ -26,23 +26,78 @@ pub const MAX_KEY_BYTES: u64 = 512;
 
 /// Register every HMAC mechanism and the known-answer test.
 pub fn register(r: &mut Registry) {
-    add::<Hmac<sha1::Sha1>>(r, ck::CKM_SHA_1_HMAC, ck::CKM_SHA_1_HMAC_GENERAL, ck::CKK_SHA_1_HMAC);
-    add::<Hmac<sha2::Sha224>>(r, ck::CKM_SHA224_HMAC, ck::CKM_SHA224_HMAC_GENERAL, ck::CKK_SHA224_HMAC);
-    add::<Hmac<sha2::Sha256>>(r, ck::CKM_SHA256_HMAC, ck::CKM_SHA256_HMAC_GENERAL, ck::CKK_SHA256_HMAC);
-    add::<Hmac<sha2::Sha384>>(r, ck::CKM_SHA384_HMAC, ck::CKM_SHA384_HMAC_GENERAL, ck::CKK_SHA384_HMAC);
-    add::<Hmac<sha2::Sha512>>(r, ck::CKM_SHA512_HMAC, ck::CKM_SHA512_HMAC_GENERAL, ck::CKK_SHA512_HMAC);
+    add::<Hmac<sha1::Sha1>>(
+        r,
+        ck::CKM_SHA_1_HMAC,
+        ck::CKM_SHA_1_HMAC_GENERAL,
+        ck::CKK_SHA_1_HMAC,
+    );
+    add::<Hmac<sha2::Sha224>>(
+        r,
+        ck::CKM_SHA224_HMAC,
+        ck::CKM_SHA224_HMAC_GENERAL,
+        ck::CKK_SHA224_HMAC,
+    );
+    add::<Hmac<sha2::Sha256>>(
+        r,
+        ck::CKM_SHA256_HMAC,
+        ck::CKM_SHA256_HMAC_GENERAL,
+        ck::CKK_SHA256_HMAC,
+    );
+    add::<Hmac<sha2::Sha384>>(
+        r,
+        ck::CKM_SHA384_HMAC,
+        ck::CKM_SHA384_HMAC_GENERAL,
+        ck::CKK_SHA384_HMAC,
+    );
+    add::<Hmac<sha2::Sha512>>(
+        r,
+        ck::CKM_SHA512_HMAC,
+        ck::CKM_SHA512_HMAC_GENERAL,
+        ck::CKK_SHA512_HMAC,
+    );
     // The sha3 crate's sponge has no eager block API, which `Hmac` needs;
     // `SimpleHmac` is the same RFC 2104 construction over any `Digest`.
-    add::<SimpleHmac<sha3::Sha3_224>>(r, ck::CKM_SHA3_224_HMAC, ck::CKM_SHA3_224_HMAC_GENERAL, ck::CKK_SHA3_224_HMAC);
-    add::<SimpleHmac<sha3::Sha3_256>>(r, ck::CKM_SHA3_256_HMAC, ck::CKM_SHA3_256_HMAC_GENERAL, ck::CKK_SHA3_256_HMAC);
-    add::<SimpleHmac<sha3::Sha3_384>>(r, ck::CKM_SHA3_384_HMAC, ck::CKM_SHA3_384_HMAC_GENERAL, ck::CKK_SHA3_384_HMAC);
-    add::<SimpleHmac<sha3::Sha3_512>>(r, ck::CKM_SHA3_512_HMAC, ck::CKM_SHA3_512_HMAC_GENERAL, ck::CKK_SHA3_512_HMAC);
+    add::<SimpleHmac<sha3::Sha3_224>>(
+        r,
+        ck::CKM_SHA3_224_HMAC,
+        ck::CKM_SHA3_224_HMAC_GENERAL,
+        ck::CKK_SHA3_224_HMAC,
+    );
+    add::<SimpleHmac<sha3::Sha3_256>>(
+        r,
+        ck::CKM_SHA3_256_HMAC,
+        ck::CKM_SHA3_256_HMAC_GENERAL,
+        ck::CKK_SHA3_256_HMAC,
+    );
+    add::<SimpleHmac<sha3::Sha3_384>>(
+        r,
+        ck::CKM_SHA3_384_HMAC,
+        ck::CKM_SHA3_384_HMAC_GENERAL,
+        ck::CKK_SHA3_384_HMAC,
+    );
+    add::<SimpleHmac<sha3::Sha3_512>>(
+        r,
+        ck::CKM_SHA3_512_HMAC,
+        ck::CKM_SHA3_512_HMAC_GENERAL,
+        ck::CKK_SHA3_512_HMAC,
+    );
     r.add_self_test("HMAC-SHA-256 (RFC 4231 case 2)", self_test);
 }
 
 fn add<M: HmacState>(r: &mut Registry, mech: u64, general: u64, key_type: u64) {
-    r.add(HmacMech::<M> { mech, general: false, key_type, _mac: PhantomData });
-    r.add(HmacMech::<M> { mech: general, general: true, key_type, _mac: PhantomData });
+    r.add(HmacMech::<M> {
+        mech,
+        general: false,
+        key_type,
+        _mac: PhantomData,
+    });
+    r.add(HmacMech::<M> {
+        mech: general,
+        general: true,
+        key_type,
+        _mac: PhantomData,
+    });
 }
 
 /// What an HMAC implementation must offer: keying, MAC traits, and a cheap
@@ -73,29 +128,39 @@ impl<M: HmacState> HmacMech<M> {
             (false, MechParam::None) => Ok(full),
             (true, MechParam::MacLen(n)) => match usize::try_from(*n) {
                 Ok(n @ 1..) if n <= full => Ok(n),
-                _ => Err(Error::param_invalid(format!("HMAC length {n} not in 1..={full}"))),
+                _ => Err(Error::param_invalid(format!(
+                    "HMAC length {n} not in 1..={full}"
+                ))),
             },
             (false, _) => Err(Error::param_invalid("HMAC takes no parameter")),
-            (true, _) => Err(Error::param_invalid("HMAC_GENERAL needs CK_MAC_GENERAL_PARAMS")),
+            (true, _) => Err(Error::param_invalid(
+                "HMAC_GENERAL needs CK_MAC_GENERAL_PARAMS",
+            )),
         }
     }
 
     /// A fresh MAC state keyed with `key`, from the per-key cache.
     fn keyed(&self, key: &Key) -> Result<M> {
-        if key.class != ck::CKO_SECRET_KEY || (key.key_type != ck::CKK_GENERIC_SECRET && key.key_type != self.key_type) {
+        if key.class != ck::CKO_SECRET_KEY
+            || (key.key_type != ck::CKK_GENERIC_SECRET && key.key_type != self.key_type)
+        {
             return Err(Error::key_type_inconsistent());
         }
         let len = key.value.len() as u64;
         if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&len) {
             return Err(Error::key_size_range());
         }
-        let state = key.cached(|v| <M as KeyInit>::new_from_slice(v).map_err(|_| Error::key_size_range()))?;
+        let state =
+            key.cached(|v| <M as KeyInit>::new_from_slice(v).map_err(|_| Error::key_size_range()))?;
         Ok((*state).clone())
     }
 
     fn start(&self, key: &Key, param: &MechParam) -> Result<HmacOp<M>> {
         let len = self.mac_len(param)?;
-        Ok(HmacOp { mac: Some(self.keyed(key)?), len })
+        Ok(HmacOp {
+            mac: Some(self.keyed(key)?),
+            len,
+        })
     }
 }
 
@@ -104,7 +169,11 @@ impl<M: HmacState> Mechanism for HmacMech<M> {
         self.mech
     }
     fn info(&self) -> MechanismInfo {
-        MechanismInfo { min_key_size: MIN_KEY_BYTES, max_key_size: MAX_KEY_BYTES, flags: ck::CKF_SIGN | ck::CKF_VERIFY }
+        MechanismInfo {
+            min_key_size: MIN_KEY_BYTES,
+            max_key_size: MAX_KEY_BYTES,
+            flags: ck::CKF_SIGN | ck::CKF_VERIFY,
+        }
     }
     fn sign_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn SignOp>> {
         Ok(Box::new(self.start(key, param)?))
@@ -123,7 +192,10 @@ struct HmacOp<M> {
 
 impl<M: HmacState> HmacOp<M> {
     fn tag(&mut self) -> Result<Vec<u8>> {
-        let mac = self.mac.take().ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?;
+        let mac = self
+            .mac
+            .take()
+            .ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?;
         let full = mac.finalize().into_bytes();
         Ok(full[..self.len].to_vec())
     }
@@ -134,7 +206,10 @@ impl<M: HmacState> SignOp for HmacOp<M> {
         self.len
     }
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.mac.as_mut().ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?.update(data);
+        self.mac
+            .as_mut()
+            .ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?
+            .update(data);
         Ok(())
     }
     fn finalize(&mut self) -> Result<Vec<u8>> {
@@ -166,15 +241,26 @@ pub fn verify_mac(expected: &[u8], signature: &[u8]) -> Result<()> {
 
 /// RFC 4231 test case 2 through the mechanism, sign and verify.
 fn self_test() -> Result<()> {
-    let key = Arc::new(Key::new(ck::CKO_SECRET_KEY, ck::CKK_GENERIC_SECRET, zeroize::Zeroizing::new(b"Jefe".to_vec())));
-    let mech = HmacMech::<Hmac<sha2::Sha256>> { mech: ck::CKM_SHA256_HMAC, general: false, key_type: ck::CKK_SHA256_HMAC, _mac: PhantomData };
-    let want = super::aes::hex_bytes("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    let key = Arc::new(Key::new(
+        ck::CKO_SECRET_KEY,
+        ck::CKK_GENERIC_SECRET,
+        zeroize::Zeroizing::new(b"Jefe".to_vec()),
+    ));
+    let mech = HmacMech::<Hmac<sha2::Sha256>> {
+        mech: ck::CKM_SHA256_HMAC,
+        general: false,
+        key_type: ck::CKK_SHA256_HMAC,
+        _mac: PhantomData,
+    };
+    let want =
+        super::aes::hex_bytes("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     let msg = b"what do ya want for nothing?";
     let got = mech.sign_init(&key, &MechParam::None)?.oneshot(msg)?;
     if got != want {
         return Err(Error::general("HMAC-SHA-256 known answer mismatch"));
     }
-    mech.verify_init(&key, &MechParam::None)?.oneshot(msg, &want)
+    mech.verify_init(&key, &MechParam::None)?
+        .oneshot(msg, &want)
 }
 
 #[cfg(test)]

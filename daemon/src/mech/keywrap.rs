@@ -20,7 +20,7 @@ use p11kms_protocol::{MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
-use super::aes::{info, AesBlock};
+use super::aes::{info, whole, AesBlock};
 use super::{CipherOp, Key, Mechanism, Registry};
 use crate::error::{Error, Result};
 
@@ -33,9 +33,18 @@ const SEMI: usize = 8;
 
 /// Register the three key wrap mechanisms and the known-answer test.
 pub fn register(r: &mut Registry) {
-    r.add(AesKeyWrap { mech: ck::CKM_AES_KEY_WRAP, pad: false });
-    r.add(AesKeyWrap { mech: ck::CKM_AES_KEY_WRAP_KWP, pad: true });
-    r.add(AesKeyWrap { mech: ck::CKM_AES_KEY_WRAP_PAD, pad: true });
+    r.add(AesKeyWrap {
+        mech: ck::CKM_AES_KEY_WRAP,
+        pad: false,
+    });
+    r.add(AesKeyWrap {
+        mech: ck::CKM_AES_KEY_WRAP_KWP,
+        pad: true,
+    });
+    r.add(AesKeyWrap {
+        mech: ck::CKM_AES_KEY_WRAP_PAD,
+        pad: true,
+    });
     r.add_self_test("AES key wrap (RFC 3394 4.1)", self_test);
 }
 
@@ -58,7 +67,9 @@ impl AesKeyWrap {
             MechParam::None => Ok(()),
             MechParam::Bytes(iv) if !self.pad && iv[..] == KW_IV => Ok(()),
             MechParam::Bytes(iv) if self.pad && iv[..] == KWP_IV => Ok(()),
-            _ => Err(Error::param_invalid("AES key wrap accepts only the default IV")),
+            _ => Err(Error::param_invalid(
+                "AES key wrap accepts only the default IV",
+            )),
         }
     }
 
@@ -66,10 +77,10 @@ impl AesKeyWrap {
     fn out_len(&self, len: usize, wrap: bool) -> std::result::Result<usize, Fail> {
         let ok = match (self.pad, wrap) {
             // KW needs at least two semiblocks of key data.
-            (false, true) => len >= 2 * SEMI && len % SEMI == 0,
-            (false, false) => len >= 3 * SEMI && len % SEMI == 0,
+            (false, true) => len >= 2 * SEMI && whole(len, SEMI),
+            (false, false) => len >= 3 * SEMI && whole(len, SEMI),
             (true, true) => len >= 1 && u32::try_from(len).is_ok(),
-            (true, false) => len >= 2 * SEMI && len % SEMI == 0,
+            (true, false) => len >= 2 * SEMI && whole(len, SEMI),
         };
         match (ok, wrap) {
             (false, _) => Err(Fail::Length),
@@ -82,9 +93,13 @@ impl AesKeyWrap {
     fn seal(&self, cipher: AesBlock, data: &[u8]) -> std::result::Result<Vec<u8>, Fail> {
         let mut out = vec![0u8; self.out_len(data.len(), true)?];
         let done = if self.pad {
-            AesKwp::inner_init(cipher).wrap_key(data, &mut out).map(<[u8]>::len)
+            AesKwp::inner_init(cipher)
+                .wrap_key(data, &mut out)
+                .map(<[u8]>::len)
         } else {
-            AesKw::inner_init(cipher).wrap_key(data, &mut out).map(<[u8]>::len)
+            AesKw::inner_init(cipher)
+                .wrap_key(data, &mut out)
+                .map(<[u8]>::len)
         };
         let n = done.map_err(|_| Fail::Length)?;
         out.truncate(n);
@@ -94,9 +109,13 @@ impl AesKeyWrap {
     fn open(&self, cipher: AesBlock, data: &[u8]) -> std::result::Result<Zeroizing<Vec<u8>>, Fail> {
         let mut out = Zeroizing::new(vec![0u8; self.out_len(data.len(), false)?]);
         let done = if self.pad {
-            AesKwp::inner_init(cipher).unwrap_key(data, &mut out).map(<[u8]>::len)
+            AesKwp::inner_init(cipher)
+                .unwrap_key(data, &mut out)
+                .map(<[u8]>::len)
         } else {
-            AesKw::inner_init(cipher).unwrap_key(data, &mut out).map(<[u8]>::len)
+            AesKw::inner_init(cipher)
+                .unwrap_key(data, &mut out)
+                .map(<[u8]>::len)
         };
         let n = done.map_err(|e| match e {
             aes_kw::Error::IntegrityCheckFailed => Fail::Integrity,
@@ -109,7 +128,15 @@ impl AesKeyWrap {
     fn op(&self, key: &Key, param: &MechParam, encrypt: bool) -> Result<Box<dyn CipherOp>> {
         self.check_param(param)?;
         let cipher = AesBlock::for_key(key)?;
-        Ok(Box::new(KwOp { mech: AesKeyWrap { mech: self.mech, pad: self.pad }, cipher, encrypt, data: Zeroizing::new(Vec::new()) }))
+        Ok(Box::new(KwOp {
+            mech: AesKeyWrap {
+                mech: self.mech,
+                pad: self.pad,
+            },
+            cipher,
+            encrypt,
+            data: Zeroizing::new(Vec::new()),
+        }))
     }
 }
 
@@ -126,22 +153,50 @@ impl Mechanism for AesKeyWrap {
     fn decrypt_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn CipherOp>> {
         self.op(key, param, false)
     }
-    fn wrap_len(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_len: usize) -> Result<usize> {
+    fn wrap_len(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_len: usize,
+    ) -> Result<usize> {
         self.check_param(param)?;
         AesBlock::for_wrapping_key(wrapping_key)?;
-        self.out_len(key_len, true).map_err(|_| Error::new(ck::CKR_KEY_SIZE_RANGE, "key length unsuitable for AES key wrap"))
+        self.out_len(key_len, true).map_err(|_| {
+            Error::new(
+                ck::CKR_KEY_SIZE_RANGE,
+                "key length unsuitable for AES key wrap",
+            )
+        })
     }
-    fn wrap(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_value: &[u8]) -> Result<Vec<u8>> {
+    fn wrap(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_value: &[u8],
+    ) -> Result<Vec<u8>> {
         self.check_param(param)?;
         let cipher = AesBlock::for_wrapping_key(wrapping_key)?;
-        self.seal(cipher, key_value).map_err(|_| Error::new(ck::CKR_KEY_SIZE_RANGE, "key length unsuitable for AES key wrap"))
+        self.seal(cipher, key_value).map_err(|_| {
+            Error::new(
+                ck::CKR_KEY_SIZE_RANGE,
+                "key length unsuitable for AES key wrap",
+            )
+        })
     }
-    fn unwrap(&self, param: &MechParam, unwrapping_key: &Arc<Key>, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn unwrap(
+        &self,
+        param: &MechParam,
+        unwrapping_key: &Arc<Key>,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         self.check_param(param)?;
         let cipher = AesBlock::for_unwrapping_key(unwrapping_key)?;
         self.open(cipher, wrapped).map_err(|f| match f {
             Fail::Length => Error::rv(ck::CKR_WRAPPED_KEY_LEN_RANGE),
-            Fail::Integrity => Error::new(ck::CKR_WRAPPED_KEY_INVALID, "AES key wrap integrity check failed"),
+            Fail::Integrity => Error::new(
+                ck::CKR_WRAPPED_KEY_INVALID,
+                "AES key wrap integrity check failed",
+            ),
         })
     }
 }
@@ -159,20 +214,27 @@ impl KwOp {
         match (f, self.encrypt) {
             (Fail::Length, true) => Error::rv(ck::CKR_DATA_LEN_RANGE),
             (Fail::Length, false) => Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE),
-            (Fail::Integrity, _) => Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, "AES key wrap integrity check failed"),
+            (Fail::Integrity, _) => Error::new(
+                ck::CKR_ENCRYPTED_DATA_INVALID,
+                "AES key wrap integrity check failed",
+            ),
         }
     }
 }
 
 impl CipherOp for KwOp {
     fn oneshot_len(&self, in_len: usize) -> Result<usize> {
-        self.mech.out_len(in_len, self.encrypt).map_err(|f| self.error(f))
+        self.mech
+            .out_len(in_len, self.encrypt)
+            .map_err(|f| self.error(f))
     }
     fn update_len(&self, _in_len: usize) -> usize {
         0
     }
     fn final_len(&self) -> usize {
-        self.mech.out_len(self.data.len(), self.encrypt).unwrap_or(0)
+        self.mech
+            .out_len(self.data.len(), self.encrypt)
+            .unwrap_or(0)
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         self.data.clear();
@@ -186,19 +248,27 @@ impl CipherOp for KwOp {
     fn finalize(&mut self) -> Result<Vec<u8>> {
         let data = Zeroizing::new(std::mem::take(&mut *self.data));
         let cipher = self.cipher.clone();
-        let done = if self.encrypt { self.mech.seal(cipher, &data) } else { self.mech.open(cipher, &data).map(|p| p.to_vec()) };
+        let done = if self.encrypt {
+            self.mech.seal(cipher, &data)
+        } else {
+            self.mech.open(cipher, &data).map(|p| p.to_vec())
+        };
         done.map_err(|f| self.error(f))
     }
 }
 
 /// RFC 3394 §4.1: 128-bit key data with a 128-bit KEK, wrap and unwrap.
 fn self_test() -> Result<()> {
-    let kw = AesKeyWrap { mech: ck::CKM_AES_KEY_WRAP, pad: false };
+    let kw = AesKeyWrap {
+        mech: ck::CKM_AES_KEY_WRAP,
+        pad: false,
+    };
     let cipher = AesBlock::from_raw(&super::aes::hex_bytes("000102030405060708090a0b0c0d0e0f"))?;
     let key = super::aes::hex_bytes("00112233445566778899aabbccddeeff");
     let want = super::aes::hex_bytes("1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5");
     let fail = |_| Error::general("AES key wrap known answer failed");
-    let ok = kw.seal(cipher.clone(), &key).map_err(fail)? == want && kw.open(cipher, &want).map_err(fail)?.as_slice() == key;
+    let ok = kw.seal(cipher.clone(), &key).map_err(fail)? == want
+        && kw.open(cipher, &want).map_err(fail)?.as_slice() == key;
     if ok {
         Ok(())
     } else {

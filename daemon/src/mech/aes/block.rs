@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use aes::{Aes128, Aes192, Aes256};
 use cipher::consts::U16;
-use cipher::{BlockCipherDecClosure, BlockCipherDecrypt, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser, KeyInit};
+use cipher::{
+    BlockCipherDecClosure, BlockCipherDecrypt, BlockCipherEncClosure, BlockCipherEncrypt,
+    BlockSizeUser, KeyInit,
+};
 use pkcs11_sys as ck;
 
 use crate::error::{Error, Result};

@@ -9,20 +9,44 @@ fn registry() -> Registry {
 }
 
 fn aes_key(v: &[u8]) -> Arc<Key> {
-    Arc::new(Key::new(ck::CKO_SECRET_KEY, ck::CKK_AES, Zeroizing::new(v.to_vec())))
+    Arc::new(Key::new(
+        ck::CKO_SECRET_KEY,
+        ck::CKK_AES,
+        Zeroizing::new(v.to_vec()),
+    ))
 }
 
 fn h(s: &str) -> Vec<u8> {
-    if s == "-" { Vec::new() } else { hex::decode(s).expect("hex") }
+    if s == "-" {
+        Vec::new()
+    } else {
+        hex::decode(s).expect("hex")
+    }
 }
 
 fn gcm(iv: &[u8], aad: &[u8], tag_bits: u64, iv_bits: Option<u64>) -> MechParam {
-    MechParam::Gcm { iv: iv.to_vec(), iv_bits, aad: aad.to_vec(), tag_bits }
+    MechParam::Gcm {
+        iv: iv.to_vec(),
+        iv_bits,
+        aad: aad.to_vec(),
+        tag_bits,
+    }
 }
 
-fn run(r: &Registry, key: &Arc<Key>, p: &MechParam, encrypt: bool, data: &[u8], chunk: Option<usize>) -> Result<Vec<u8>> {
+fn run(
+    r: &Registry,
+    key: &Arc<Key>,
+    p: &MechParam,
+    encrypt: bool,
+    data: &[u8],
+    chunk: Option<usize>,
+) -> Result<Vec<u8>> {
     let m = r.get(ck::CKM_AES_GCM)?;
-    let mut op = if encrypt { m.encrypt_init(key, p)? } else { m.decrypt_init(key, p)? };
+    let mut op = if encrypt {
+        m.encrypt_init(key, p)?
+    } else {
+        m.decrypt_init(key, p)?
+    };
     let Some(chunk) = chunk else {
         let bound = op.oneshot_len(data.len())?;
         let out = op.oneshot(data)?;
@@ -43,13 +67,23 @@ fn run(r: &Registry, key: &Arc<Key>, p: &MechParam, encrypt: bool, data: &[u8], 
     Ok(out)
 }
 
-fn vectors() -> Vec<(String, Arc<Key>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> {
+/// name, key, iv, aad, plaintext, ciphertext || tag.
+type Vector = (String, Arc<Key>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn vectors() -> Vec<Vector> {
     include_str!("../../../testdata/aes_gcm.txt")
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f[0].to_string(), aes_key(&h(f[1])), h(f[2]), h(f[3]), h(f[4]), h(f[5]))
+            (
+                f[0].to_string(),
+                aes_key(&h(f[1])),
+                h(f[2]),
+                h(f[3]),
+                h(f[4]),
+                h(f[5]),
+            )
         })
         .collect()
 }
@@ -63,8 +97,16 @@ fn spec_vectors() {
         for iv_bits in [None, Some(0), Some(iv.len() as u64 * 8)] {
             let p = gcm(&iv, &aad, 128, iv_bits);
             for chunk in [None, Some(1), Some(7), Some(16), Some(1000)] {
-                assert_eq!(run(&r, &key, &p, true, &pt, chunk).expect("encrypt"), ct, "{name} {chunk:?}");
-                assert_eq!(run(&r, &key, &p, false, &ct, chunk).expect("decrypt"), pt, "{name} {chunk:?}");
+                assert_eq!(
+                    run(&r, &key, &p, true, &pt, chunk).expect("encrypt"),
+                    ct,
+                    "{name} {chunk:?}"
+                );
+                assert_eq!(
+                    run(&r, &key, &p, false, &ct, chunk).expect("decrypt"),
+                    pt,
+                    "{name} {chunk:?}"
+                );
             }
         }
     }
@@ -77,13 +119,31 @@ fn truncated_tags() {
         for tag_bits in [32u64, 64, 96, 104, 112, 120] {
             let p = gcm(&iv, &aad, tag_bits, None);
             let want = &ct[..pt.len() + tag_bits as usize / 8];
-            assert_eq!(run(&r, &key, &p, true, &pt, None).expect("encrypt"), want, "{name} {tag_bits}");
-            assert_eq!(run(&r, &key, &p, false, want, Some(5)).expect("decrypt"), pt, "{name} {tag_bits}");
+            assert_eq!(
+                run(&r, &key, &p, true, &pt, None).expect("encrypt"),
+                want,
+                "{name} {tag_bits}"
+            );
+            assert_eq!(
+                run(&r, &key, &p, false, want, Some(5)).expect("decrypt"),
+                pt,
+                "{name} {tag_bits}"
+            );
             let mut bad = want.to_vec();
             *bad.last_mut().expect("tag") ^= 0x80;
-            assert_eq!(run(&r, &key, &p, false, &bad, None).expect_err("tampered").rv, ck::CKR_ENCRYPTED_DATA_INVALID);
+            assert_eq!(
+                run(&r, &key, &p, false, &bad, None)
+                    .expect_err("tampered")
+                    .rv,
+                ck::CKR_ENCRYPTED_DATA_INVALID
+            );
             // The full tag is too long for a truncated-tag operation.
-            assert_eq!(run(&r, &key, &p, false, &ct, None).expect_err("wrong length").rv, ck::CKR_ENCRYPTED_DATA_INVALID);
+            assert_eq!(
+                run(&r, &key, &p, false, &ct, None)
+                    .expect_err("wrong length")
+                    .rv,
+                ck::CKR_ENCRYPTED_DATA_INVALID
+            );
         }
     }
 }
@@ -96,20 +156,47 @@ fn tampering_and_lengths() {
     for i in [0, ct.len() / 2, ct.len() - 1] {
         let mut bad = ct.clone();
         bad[i] ^= 1;
-        assert_eq!(run(&r, &key, &p, false, &bad, None).expect_err("tampered").rv, ck::CKR_ENCRYPTED_DATA_INVALID);
-        assert_eq!(run(&r, &key, &p, false, &bad, Some(3)).expect_err("tampered").rv, ck::CKR_ENCRYPTED_DATA_INVALID);
+        assert_eq!(
+            run(&r, &key, &p, false, &bad, None)
+                .expect_err("tampered")
+                .rv,
+            ck::CKR_ENCRYPTED_DATA_INVALID
+        );
+        assert_eq!(
+            run(&r, &key, &p, false, &bad, Some(3))
+                .expect_err("tampered")
+                .rv,
+            ck::CKR_ENCRYPTED_DATA_INVALID
+        );
     }
     let mut other_aad = aad.clone();
     other_aad[0] ^= 1;
-    assert_eq!(run(&r, &key, &gcm(&iv, &other_aad, 128, None), false, &ct, None).expect_err("aad").rv, ck::CKR_ENCRYPTED_DATA_INVALID);
+    assert_eq!(
+        run(&r, &key, &gcm(&iv, &other_aad, 128, None), false, &ct, None)
+            .expect_err("aad")
+            .rv,
+        ck::CKR_ENCRYPTED_DATA_INVALID
+    );
     for short in [0, 1, 15] {
-        assert_eq!(run(&r, &key, &p, false, &ct[..short], None).expect_err("short").rv, ck::CKR_ENCRYPTED_DATA_LEN_RANGE);
-        assert_eq!(run(&r, &key, &p, false, &ct[..short], Some(4)).expect_err("short").rv, ck::CKR_ENCRYPTED_DATA_LEN_RANGE);
+        assert_eq!(
+            run(&r, &key, &p, false, &ct[..short], None)
+                .expect_err("short")
+                .rv,
+            ck::CKR_ENCRYPTED_DATA_LEN_RANGE
+        );
+        assert_eq!(
+            run(&r, &key, &p, false, &ct[..short], Some(4))
+                .expect_err("short")
+                .rv,
+            ck::CKR_ENCRYPTED_DATA_LEN_RANGE
+        );
     }
     // Only the tag: an empty plaintext.
     let tag_only = run(&r, &key, &p, true, &[], None).expect("empty");
     assert_eq!(tag_only.len(), 16);
-    assert!(run(&r, &key, &p, false, &tag_only, None).expect("empty").is_empty());
+    assert!(run(&r, &key, &p, false, &tag_only, None)
+        .expect("empty")
+        .is_empty());
 }
 
 #[test]
@@ -130,14 +217,41 @@ fn params() {
         MechParam::Bytes(vec![0; 12]),
     ];
     for p in bad {
-        assert_eq!(m.encrypt_init(&key, &p).err().expect("bad").rv, ck::CKR_MECHANISM_PARAM_INVALID, "{p:?}");
-        assert_eq!(m.decrypt_init(&key, &p).err().expect("bad").rv, ck::CKR_MECHANISM_PARAM_INVALID, "{p:?}");
+        assert_eq!(
+            m.encrypt_init(&key, &p).err().expect("bad").rv,
+            ck::CKR_MECHANISM_PARAM_INVALID,
+            "{p:?}"
+        );
+        assert_eq!(
+            m.decrypt_init(&key, &p).err().expect("bad").rv,
+            ck::CKR_MECHANISM_PARAM_INVALID,
+            "{p:?}"
+        );
     }
-    let generic = Arc::new(Key::new(ck::CKO_SECRET_KEY, ck::CKK_GENERIC_SECRET, Zeroizing::new(vec![0; 16])));
-    assert_eq!(m.encrypt_init(&generic, &gcm(&[0; 12], &[], 128, None)).err().expect("type").rv, ck::CKR_KEY_TYPE_INCONSISTENT);
-    assert_eq!(m.encrypt_init(&aes_key(&[0; 20]), &gcm(&[0; 12], &[], 128, None)).err().expect("size").rv, ck::CKR_KEY_SIZE_RANGE);
+    let generic = Arc::new(Key::new(
+        ck::CKO_SECRET_KEY,
+        ck::CKK_GENERIC_SECRET,
+        Zeroizing::new(vec![0; 16]),
+    ));
+    assert_eq!(
+        m.encrypt_init(&generic, &gcm(&[0; 12], &[], 128, None))
+            .err()
+            .expect("type")
+            .rv,
+        ck::CKR_KEY_TYPE_INCONSISTENT
+    );
+    assert_eq!(
+        m.encrypt_init(&aes_key(&[0; 20]), &gcm(&[0; 12], &[], 128, None))
+            .err()
+            .expect("size")
+            .rv,
+        ck::CKR_KEY_SIZE_RANGE
+    );
     let i = m.info();
-    assert_eq!((i.min_key_size, i.max_key_size, i.flags), (16, 32, ck::CKF_ENCRYPT | ck::CKF_DECRYPT));
+    assert_eq!(
+        (i.min_key_size, i.max_key_size, i.flags),
+        (16, 32, ck::CKF_ENCRYPT | ck::CKF_DECRYPT)
+    );
     r.run_self_tests().expect("self-test");
 }
 

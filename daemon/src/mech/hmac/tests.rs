@@ -10,14 +10,25 @@ fn registry() -> Registry {
 }
 
 fn key(key_type: u64, v: &[u8]) -> Arc<Key> {
-    Arc::new(Key::new(ck::CKO_SECRET_KEY, key_type, zeroize::Zeroizing::new(v.to_vec())))
+    Arc::new(Key::new(
+        ck::CKO_SECRET_KEY,
+        key_type,
+        zeroize::Zeroizing::new(v.to_vec()),
+    ))
 }
 
 fn sign(r: &Registry, mech: u64, k: &Arc<Key>, param: &MechParam, msg: &[u8]) -> Result<Vec<u8>> {
     r.get(mech)?.sign_init(k, param)?.oneshot(msg)
 }
 
-fn verify(r: &Registry, mech: u64, k: &Arc<Key>, param: &MechParam, msg: &[u8], sig: &[u8]) -> Result<()> {
+fn verify(
+    r: &Registry,
+    mech: u64,
+    k: &Arc<Key>,
+    param: &MechParam,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<()> {
     r.get(mech)?.verify_init(k, param)?.oneshot(msg, sig)
 }
 
@@ -68,10 +79,26 @@ fn rfc4231() -> Vec<(Vec<u8>, Vec<u8>, [&'static str; 4])> {
 }
 
 const SHA2: [(u64, u64, u64); 4] = [
-    (ck::CKM_SHA224_HMAC, ck::CKM_SHA224_HMAC_GENERAL, ck::CKK_SHA224_HMAC),
-    (ck::CKM_SHA256_HMAC, ck::CKM_SHA256_HMAC_GENERAL, ck::CKK_SHA256_HMAC),
-    (ck::CKM_SHA384_HMAC, ck::CKM_SHA384_HMAC_GENERAL, ck::CKK_SHA384_HMAC),
-    (ck::CKM_SHA512_HMAC, ck::CKM_SHA512_HMAC_GENERAL, ck::CKK_SHA512_HMAC),
+    (
+        ck::CKM_SHA224_HMAC,
+        ck::CKM_SHA224_HMAC_GENERAL,
+        ck::CKK_SHA224_HMAC,
+    ),
+    (
+        ck::CKM_SHA256_HMAC,
+        ck::CKM_SHA256_HMAC_GENERAL,
+        ck::CKK_SHA256_HMAC,
+    ),
+    (
+        ck::CKM_SHA384_HMAC,
+        ck::CKM_SHA384_HMAC_GENERAL,
+        ck::CKK_SHA384_HMAC,
+    ),
+    (
+        ck::CKM_SHA512_HMAC,
+        ck::CKM_SHA512_HMAC_GENERAL,
+        ck::CKK_SHA512_HMAC,
+    ),
 ];
 
 #[test]
@@ -82,7 +109,11 @@ fn rfc4231_vectors() {
             let want = hex::decode(want).expect("hex");
             for key_type in [ck::CKK_GENERIC_SECRET, *kt] {
                 let k = key(key_type, &k);
-                assert_eq!(sign(&r, *mech, &k, &MechParam::None, &msg).expect("sign"), want, "mech 0x{mech:x}");
+                assert_eq!(
+                    sign(&r, *mech, &k, &MechParam::None, &msg).expect("sign"),
+                    want,
+                    "mech 0x{mech:x}"
+                );
                 verify(&r, *mech, &k, &MechParam::None, &msg, &want).expect("verify");
             }
         }
@@ -93,7 +124,12 @@ fn rfc4231_vectors() {
 #[test]
 fn rfc4231_truncated() {
     let r = registry();
-    let wants = ["0e2aea68a90c8d37c988bcdb9fca6fa8", "a3b6167473100ee06e0c796c2955552b", "3abf34c3503b2a23a46efc619baef897", "415fad6271580a531d4179bc891d87a6"];
+    let wants = [
+        "0e2aea68a90c8d37c988bcdb9fca6fa8",
+        "a3b6167473100ee06e0c796c2955552b",
+        "3abf34c3503b2a23a46efc619baef897",
+        "415fad6271580a531d4179bc891d87a6",
+    ];
     let k = key(ck::CKK_GENERIC_SECRET, &[0x0c; 20]);
     for ((_, general, _), want) in SHA2.iter().zip(wants) {
         let want = hex::decode(want).expect("hex");
@@ -111,7 +147,10 @@ fn sha1_and_sha3_vectors() {
     let r = registry();
     // RFC 2202 test case 1.
     let k = key(ck::CKK_SHA_1_HMAC, &[0x0b; 20]);
-    assert_eq!(hex::encode(sign(&r, ck::CKM_SHA_1_HMAC, &k, &MechParam::None, b"Hi There").expect("sign")), "b617318655057264e28bc0b6fb378c8ef146be00");
+    assert_eq!(
+        hex::encode(sign(&r, ck::CKM_SHA_1_HMAC, &k, &MechParam::None, b"Hi There").expect("sign")),
+        "b617318655057264e28bc0b6fb378c8ef146be00"
+    );
     // NIST CSRC HMAC_SHA3 examples, key 00..1f, "keylen<blocklen".
     let k = key(ck::CKK_GENERIC_SECRET, &(0..32).collect::<Vec<u8>>());
     let msg = b"Sample message for keylen<blocklen";
@@ -133,15 +172,28 @@ fn multipart_equals_oneshot() {
     let r = registry();
     let k = key(ck::CKK_GENERIC_SECRET, b"0123456789abcdef0123456789abcdef");
     let msg: Vec<u8> = (0..777u32).map(|i| (i * 7) as u8).collect();
-    for mech in [ck::CKM_SHA_1_HMAC, ck::CKM_SHA256_HMAC, ck::CKM_SHA512_HMAC, ck::CKM_SHA3_256_HMAC] {
+    for mech in [
+        ck::CKM_SHA_1_HMAC,
+        ck::CKM_SHA256_HMAC,
+        ck::CKM_SHA512_HMAC,
+        ck::CKM_SHA3_256_HMAC,
+    ] {
         let one = sign(&r, mech, &k, &MechParam::None, &msg).expect("sign");
-        let mut op = r.get(mech).expect("mech").sign_init(&k, &MechParam::None).expect("init");
+        let mut op = r
+            .get(mech)
+            .expect("mech")
+            .sign_init(&k, &MechParam::None)
+            .expect("init");
         assert_eq!(op.sig_len(), one.len());
         for chunk in msg.chunks(13) {
             op.update(chunk).expect("update");
         }
         assert_eq!(op.finalize().expect("final"), one);
-        let mut v = r.get(mech).expect("mech").verify_init(&k, &MechParam::None).expect("init");
+        let mut v = r
+            .get(mech)
+            .expect("mech")
+            .verify_init(&k, &MechParam::None)
+            .expect("init");
         for chunk in msg.chunks(5) {
             v.update(chunk).expect("update");
         }
@@ -156,19 +208,73 @@ fn errors() {
     let sig = sign(&r, ck::CKM_SHA256_HMAC, &k, &MechParam::None, b"m").expect("sign");
     let mut bad = sig.clone();
     bad[0] ^= 1;
-    assert_eq!(verify(&r, ck::CKM_SHA256_HMAC, &k, &MechParam::None, b"m", &bad).expect_err("bad").rv, ck::CKR_SIGNATURE_INVALID);
-    assert_eq!(verify(&r, ck::CKM_SHA256_HMAC, &k, &MechParam::None, b"m", &sig[..31]).expect_err("len").rv, ck::CKR_SIGNATURE_LEN_RANGE);
+    assert_eq!(
+        verify(&r, ck::CKM_SHA256_HMAC, &k, &MechParam::None, b"m", &bad)
+            .expect_err("bad")
+            .rv,
+        ck::CKR_SIGNATURE_INVALID
+    );
+    assert_eq!(
+        verify(
+            &r,
+            ck::CKM_SHA256_HMAC,
+            &k,
+            &MechParam::None,
+            b"m",
+            &sig[..31]
+        )
+        .expect_err("len")
+        .rv,
+        ck::CKR_SIGNATURE_LEN_RANGE
+    );
     let wrong_type = key(ck::CKK_AES, b"0123456789abcdef");
-    assert_eq!(sign(&r, ck::CKM_SHA256_HMAC, &wrong_type, &MechParam::None, b"m").expect_err("type").rv, ck::CKR_KEY_TYPE_INCONSISTENT);
+    assert_eq!(
+        sign(&r, ck::CKM_SHA256_HMAC, &wrong_type, &MechParam::None, b"m")
+            .expect_err("type")
+            .rv,
+        ck::CKR_KEY_TYPE_INCONSISTENT
+    );
     let other_hash = key(ck::CKK_SHA384_HMAC, b"secret");
-    assert_eq!(sign(&r, ck::CKM_SHA256_HMAC, &other_hash, &MechParam::None, b"m").expect_err("type").rv, ck::CKR_KEY_TYPE_INCONSISTENT);
+    assert_eq!(
+        sign(&r, ck::CKM_SHA256_HMAC, &other_hash, &MechParam::None, b"m")
+            .expect_err("type")
+            .rv,
+        ck::CKR_KEY_TYPE_INCONSISTENT
+    );
     for n in [0, 33] {
-        let e = sign(&r, ck::CKM_SHA256_HMAC_GENERAL, &k, &MechParam::MacLen(n), b"m").expect_err("len");
+        let e = sign(
+            &r,
+            ck::CKM_SHA256_HMAC_GENERAL,
+            &k,
+            &MechParam::MacLen(n),
+            b"m",
+        )
+        .expect_err("len");
         assert_eq!(e.rv, ck::CKR_MECHANISM_PARAM_INVALID);
     }
-    assert_eq!(sign(&r, ck::CKM_SHA256_HMAC_GENERAL, &k, &MechParam::MacLen(32), b"m").expect("full"), sig);
-    assert_eq!(sign(&r, ck::CKM_SHA256_HMAC, &k, &MechParam::MacLen(16), b"m").expect_err("param").rv, ck::CKR_MECHANISM_PARAM_INVALID);
-    assert_eq!(sign(&r, ck::CKM_SHA256_HMAC_GENERAL, &k, &MechParam::None, b"m").expect_err("param").rv, ck::CKR_MECHANISM_PARAM_INVALID);
+    assert_eq!(
+        sign(
+            &r,
+            ck::CKM_SHA256_HMAC_GENERAL,
+            &k,
+            &MechParam::MacLen(32),
+            b"m"
+        )
+        .expect("full"),
+        sig
+    );
+    assert_eq!(
+        sign(&r, ck::CKM_SHA256_HMAC, &k, &MechParam::MacLen(16), b"m")
+            .expect_err("param")
+            .rv,
+        ck::CKR_MECHANISM_PARAM_INVALID
+    );
+    assert_eq!(
+        sign(&r, ck::CKM_SHA256_HMAC_GENERAL, &k, &MechParam::None, b"m")
+            .expect_err("param")
+            .rv,
+        ck::CKR_MECHANISM_PARAM_INVALID
+    );
     let info = r.get(ck::CKM_SHA256_HMAC).expect("mech").info();
     assert_eq!(info.flags, ck::CKF_SIGN | ck::CKF_VERIFY);
     r.run_self_tests().expect("self-test");

@@ -8,6 +8,10 @@
 #   check_same "what" F1 F2 # PASS/FAIL line from comparing two files
 #   restart_daemon          # SIGTERM, wait, start again on the same data dir
 #   finish                  # "N passed, N failed", exit status 1 on failure
+#   skip "what" "reason"    # SKIP line (not counted): a genuine environment limit
+#   at_exit cmd args        # run at exit, before the temp dir goes (LIFO)
+#   install_p11kit_module   # p11-kit module file for $MODULE, removed at exit
+#   init_token L SO PIN     # token and user PIN set-up with pkcs11-tool
 #
 # Environment:
 #   TARGET       p11kms (default) or softhsm: the module under test. softhsm
@@ -89,6 +93,10 @@ check_fails() {
   fi
 }
 
+# skip "what" "reason": a SKIP line, counted neither as PASS nor FAIL. Only
+# for genuine limits of the environment or of the reference module.
+skip() { printf 'SKIP  %s\n' "$1"; [ $# -gt 1 ] && printf '      %s\n' "${@:2}"; return 0; }
+
 check_eq() {
   if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected: $3" "got:      $2"; fi
 }
@@ -168,7 +176,17 @@ restart_daemon() {
   start_daemon
 }
 
+# at_exit CMD ARGS...: run CMD at exit (last registered runs first).
+AT_EXIT=()
+at_exit() { AT_EXIT+=("$(printf '%q ' "$@")"); }
+run_at_exit() {
+  local i
+  for ((i = ${#AT_EXIT[@]} - 1; i >= 0; i--)); do eval "${AT_EXIT[$i]}" || true; done
+  AT_EXIT=()
+}
+
 cleanup() {
+  run_at_exit
   stop_daemon
   if [ "${KEEP_WORK:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then
     echo "(work dir kept: $WORK)"
@@ -192,7 +210,43 @@ finish() {
 
 # --- consumers ----------------------------------------------------------------
 
+# install_p11kit_module: a p11-kit module file pointing at $MODULE, so that
+# p11-kit-aware consumers (libp11's engine without MODULE_PATH, GnuTLS,
+# systemd-cryptenroll) find the module by themselves. p11-kit ignores user
+# config (~/.config/pkcs11/modules) when running as root, so as root the file
+# goes to /etc/pkcs11/modules (the admin directory, created if missing) under
+# a per-run name; otherwise HOME is pointed at $WORK/home and the file is
+# user config there. Either way it is removed at exit. Sets P11KIT_MODULE_FILE.
+install_p11kit_module() {
+  local dir name="p11kms-conformance-$$"
+  if [ "$(id -u)" -eq 0 ]; then
+    dir=/etc/pkcs11/modules
+    if [ ! -d /etc/pkcs11 ]; then
+      mkdir -p "$dir" || return 1
+      at_exit rmdir "$dir" /etc/pkcs11
+    elif [ ! -d "$dir" ]; then
+      mkdir "$dir" || return 1
+      at_exit rmdir "$dir"
+    fi
+  else
+    export HOME=$WORK/home
+    dir=$HOME/.config/pkcs11/modules
+    mkdir -p "$dir" || return 1
+  fi
+  P11KIT_MODULE_FILE=$dir/$name.module
+  printf 'module: %s\n' "$MODULE" >"$P11KIT_MODULE_FILE" || return 1
+  at_exit rm -f "$P11KIT_MODULE_FILE"
+  export P11KIT_MODULE_FILE
+}
+
 # p11 ARGS...: pkcs11-tool against the module under test.
 p11() { pkcs11-tool --module "$MODULE" "$@"; }
+
+# init_token LABEL SO_PIN PIN: initialise the first slot's token and its user
+# PIN with pkcs11-tool (PASS/FAIL lines).
+init_token() {
+  check "init token $1" p11 --init-token --slot-index 0 --label "$1" --so-pin "$2"
+  check "init user PIN of $1" p11 --token-label "$1" --login --login-type so --so-pin "$2" --init-pin --pin "$3"
+}
 
 hex_of() { od -An -v -tx1 "$1" | tr -d ' \n'; }

@@ -100,12 +100,12 @@ step_build() {
 }
 
 step_cargo_test() {
-  banner "cargo test --release --workspace (unit + end-to-end)"
+  banner "cargo test --release --workspace --no-fail-fast (unit + end-to-end)"
   local t0=$SECONDS rc p f
   export P11KMS_MODULE="$ROOT/target/release/libp11kms.so"
   export P11KMS_DAEMON="$ROOT/target/release/p11kmsd"
   export P11KMS_CLI="$ROOT/target/release/p11kms"
-  timeout 1200 cargo test --release --workspace 2>&1 | tee "$LOGS/cargo-test.log" |
+  timeout 1200 cargo test --release --workspace --no-fail-fast 2>&1 | tee "$LOGS/cargo-test.log" |
     grep -E '^(test |     Running|failures:|---- )|test result:|panicked|error(\[|:)'
   rc=${PIPESTATUS[0]}
   read -r p f < <(awk '/^test result:/ { for (i = 1; i < NF; i++) {

@@ -180,7 +180,9 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.socket().exists() {
+            // Connectable, not merely present: after SIGKILL the old socket
+            // file is still there before the new daemon binds its own.
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
                 return;
             }
             if let Some(status) = self
@@ -234,10 +236,6 @@ impl Daemon {
 
     /// Starts the daemon again on the same data dir and socket path.
     pub fn start_again(&mut self) {
-        if self.socket().exists() && self.child.is_none() {
-            // Left over after SIGKILL. The daemon should cope with it by itself;
-            // remove it only if it does not come up otherwise (see restart tests).
-        }
         self.spawn();
     }
 

@@ -44,6 +44,9 @@ if [ -x "$CLI" ]; then
 fi
 
 p11() { pkcs11-tool --module "$MODULE" "$@"; }
+# pkcs11-tool warns each time it tries to print a sensitive key's value; that
+# refusal is the point, so keep it out of the demo's output.
+p11_quiet() { p11 "$@" 2>&1 | grep -v -e 'CKR_ATTRIBUTE_SENSITIVE' -e '^$'; }
 LABEL=demo SO_PIN=12345678 PIN=1234
 
 say "Initializing the token in slot 0 with label '$LABEL' and an SO PIN"
@@ -53,7 +56,7 @@ p11 --token-label "$LABEL" --login --login-type so --so-pin "$SO_PIN" --init-pin
 p11 --list-token-slots
 
 say "Generating an AES-256 key 'demo-key' (id 01) inside the daemon; it is sensitive, its value never leaves"
-p11 --token-label "$LABEL" --login --pin "$PIN" --keygen --key-type AES:32 --label demo-key --id 01 --sensitive
+p11_quiet --token-label "$LABEL" --login --pin "$PIN" --keygen --key-type AES:32 --label demo-key --id 01 --sensitive
 
 printf 'Hello from p11kms! This file was encrypted by a key that lives in p11kmsd.\n' >"$WORK/hello.txt"
 IV=00112233445566778899aabbccddeeff
@@ -82,6 +85,6 @@ else
 fi
 
 say "Objects on the token now"
-p11 --token-label "$LABEL" --login --pin "$PIN" --list-objects
+p11_quiet --token-label "$LABEL" --login --pin "$PIN" --list-objects
 
 say "Done. The daemon stops now; its data dir (encrypted SQLite) is removed with the temp dir."

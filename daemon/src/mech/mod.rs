@@ -20,12 +20,17 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 
 pub mod aes;
+pub mod asym;
 pub mod cmac;
 pub mod digest;
+pub mod ec;
+pub mod edwards;
 pub mod gcm;
 pub mod generic;
 pub mod hmac;
 pub mod keywrap;
+pub mod provider;
+pub mod rsa;
 
 /// Key material as mechanisms see it.
 ///
@@ -236,6 +241,9 @@ impl Registry {
         cmac::register(&mut r);
         keywrap::register(&mut r);
         generic::register(&mut r);
+        rsa::register(&mut r);
+        ec::register(&mut r);
+        edwards::register(&mut r);
         r
     }
 

@@ -30,6 +30,19 @@
 /* UTF-8 string, read-only: the KMS key id ("key-" + UUID). */
 #define CKA_P11KMS_KEY_ID            0x8E110006UL
 
+/* ---- mechanisms (CK_MECHANISM_TYPE) --------------------------------- */
+
+/* Envelope encryption under a customer master key (secret key objects of
+ * type CKK_AES, 256-bit). Parameter: optional AAD as a byte array
+ * (pParameter/ulParameterLen), or none.
+ * Ciphertext = "P11E" | version(1)=1 | key-id length(1) | key id (ASCII)
+ *              | key version (4, big endian) | IV (12) | AES-GCM ciphertext
+ *              | tag (16); the header is authenticated as AAD together with
+ *              the caller's AAD. Decrypting with any object of the same key
+ *              picks the version named in the ciphertext, so rotation never
+ *              makes stored ciphertext undecryptable. */
+#define CKM_P11KMS_AES_GCM_ENVELOPE  0x8E110001UL
+
 /* ---- attribute values --------------------------------------------------- */
 #define CKV_P11KMS_ORIGIN_KMS        1UL
 #define CKV_P11KMS_ORIGIN_EXTERNAL   2UL

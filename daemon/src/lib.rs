@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod error;
+pub mod kms;
 pub mod mech;
 pub mod server;
 pub mod session;

@@ -309,6 +309,103 @@ pub enum Request {
 
     // --- administration (p11kms CLI)
     Status,
+    /// A KMS administration command on one instance, authorized by the
+    /// instance's SO PIN (until access points exist).
+    Admin { instance: String, so_pin: Vec<u8>, cmd: AdminCommand },
+}
+
+/// Key lifecycle commands of the admin CLI (`p11kms key ...`). `key` is a
+/// key id (`key-<uuid>`) or an alias. Append-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminCommand {
+    KeyCreate(KeyCreate),
+    KeyList,
+    KeyDescribe { key: String },
+    KeyEnable { key: String },
+    KeyDisable { key: String },
+    KeyScheduleDeletion { key: String, pending_days: u32 },
+    KeyCancelDeletion { key: String },
+    KeyRotate { key: String },
+    KeyVersions { key: String },
+    AliasAdd { key: String, alias: String },
+    AliasRemove { alias: String },
+    KeyTag { key: String, set: Vec<(String, String)>, remove: Vec<String> },
+    ImportParams { key: String, wrapping_algorithm: String, wrapping_key_spec: String },
+    Import { key: String, import_token: String, material: Vec<u8>, expires_unix: Option<u64> },
+    KeySetRotation { key: String, interval_days: Option<u32> },
+}
+
+/// Parameters of `p11kms key create`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCreate {
+    /// `AES_256` (default), `AES_128`, `RSA_2048`, `RSA_3072`, `EC_P256`, `EC_P384`.
+    pub spec: Option<String>,
+    /// `ENCRYPT/DECRYPT` (default for AES) or `SIGN/VERIFY`.
+    pub usage: Option<String>,
+    /// `KMS` (default) or `EXTERNAL` (material imported later).
+    pub origin: Option<String>,
+    pub alias: Option<String>,
+    pub description: Option<String>,
+    pub tags: Vec<(String, String)>,
+    pub rotation_interval_days: Option<u32>,
+    /// Owning integrated service: makes a service key.
+    pub service: Option<String>,
+}
+
+/// One key version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersionInfo {
+    pub version: u32,
+    pub created_unix: u64,
+    pub primary: bool,
+}
+
+/// What `p11kms key describe` shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMetadata {
+    pub key_id: String,
+    pub aliases: Vec<String>,
+    pub description: String,
+    pub tags: Vec<(String, String)>,
+    pub spec: String,
+    pub usage: String,
+    pub origin: String,
+    pub protection_level: String,
+    pub created_unix: u64,
+    pub state: String,
+    pub primary_version: u32,
+    pub versions: Vec<KeyVersionInfo>,
+    pub rotation_interval_days: Option<u32>,
+    pub next_rotation_unix: Option<u64>,
+    pub deletion_unix: Option<u64>,
+    pub material_expires_unix: Option<u64>,
+    pub service: Option<String>,
+    pub default_key: bool,
+    /// The PKCS#11 `CKA_ID` of the key's object (hex).
+    pub cka_id_hex: String,
+}
+
+/// Import parameters: the wrapping public key and the import token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportParams {
+    pub key_id: String,
+    pub public_key_pem: String,
+    pub import_token: String,
+    pub expires_unix: u64,
+    pub wrapping_algorithm: String,
+    pub wrapping_key_spec: String,
+}
+
+/// Answer to an [`AdminCommand`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminReply {
+    Key(KeyMetadata),
+    Keys(Vec<KeyMetadata>),
+    Versions(Vec<KeyVersionInfo>),
+    ImportParams(ImportParams),
+    Done,
+    /// The command failed; the text says why (shown to the operator).
+    Failed { rv: Ulong, message: String },
 }
 
 /// The daemon's answer. Append-only; `Hello` stays first.
@@ -345,6 +442,7 @@ pub enum Response {
     /// One result per requested attribute type, in order.
     Attributes(Vec<AttrResult>),
     Status(DaemonStatus),
+    Admin(AdminReply),
 }
 
 #[cfg(test)]

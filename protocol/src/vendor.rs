@@ -14,6 +14,11 @@ pub const CKA_P11KMS_SERVICE_KEY: u64 = 0x8E11_0005;
 /// UTF-8, read-only: the KMS key id.
 pub const CKA_P11KMS_KEY_ID: u64 = 0x8E11_0006;
 
+/// Envelope encryption under a CMK: AES-256-GCM whose ciphertext names the
+/// key id and key version, so decryption picks the right version by itself.
+/// Parameter: optional AAD (`CK_BYTE` array) or none.
+pub const CKM_P11KMS_AES_GCM_ENVELOPE: u64 = 0x8E11_0001;
+
 /// Material generated inside p11kms.
 pub const CKV_P11KMS_ORIGIN_KMS: u64 = 1;
 /// Material imported from outside.
@@ -37,6 +42,7 @@ pub const ALL: &[(&str, u64)] = &[
     ("CKA_P11KMS_DEFAULT_KEY", CKA_P11KMS_DEFAULT_KEY),
     ("CKA_P11KMS_SERVICE_KEY", CKA_P11KMS_SERVICE_KEY),
     ("CKA_P11KMS_KEY_ID", CKA_P11KMS_KEY_ID),
+    ("CKM_P11KMS_AES_GCM_ENVELOPE", CKM_P11KMS_AES_GCM_ENVELOPE),
     ("CKV_P11KMS_ORIGIN_KMS", CKV_P11KMS_ORIGIN_KMS),
     ("CKV_P11KMS_ORIGIN_EXTERNAL", CKV_P11KMS_ORIGIN_EXTERNAL),
     ("CKV_P11KMS_STATE_ENABLED", CKV_P11KMS_STATE_ENABLED),

@@ -19,7 +19,7 @@ pub fn generate_key(d: &Daemon, app: &App, session: u64, mech: &Mechanism, templ
         let mut attrs = object::build(template, Some(ck::CKO_SECRET_KEY), Some(gen.key_type), Origin::Generate, actor(app, s))?;
         object::check_secret_value(gen.key_type, gen.value.len())?;
         attrs.set(ck::CKA_VALUE, gen.value.to_vec());
-        object::finish_key(&mut attrs, Origin::Generate, Some(mech.mech));
+        object::finish_key(&mut attrs, Origin::Generate, Some(mech.mech), &object::new_key_id());
         Ok(Response::Handle(store_object(d, app, s, attrs)?))
     })
 }
@@ -47,8 +47,9 @@ pub fn generate_key_pair(
         }
         public.set(INTERNAL_DER, gen.public_value);
         private.set(INTERNAL_DER, gen.private_value.to_vec());
-        object::finish_key(&mut public, Origin::Generate, Some(mech.mech));
-        object::finish_key(&mut private, Origin::Generate, Some(mech.mech));
+        let key_id = object::new_key_id();
+        object::finish_key(&mut public, Origin::Generate, Some(mech.mech), &key_id);
+        object::finish_key(&mut private, Origin::Generate, Some(mech.mech), &key_id);
         // Store the private key first: if the public one then fails, the
         // caller gets an error and no orphaned public key exists.
         let private_handle = store_object(d, app, s, private)?;
@@ -114,7 +115,7 @@ fn secret_from_material(
     object::check_secret_value(kt, value.len()).map_err(|_| Error::new(ck::CKR_WRAPPED_KEY_INVALID, "recovered key has the wrong length"))?;
     let mut attrs = object::build(template, Some(ck::CKO_SECRET_KEY), Some(kt), Origin::Unwrap, actor(app, s))?;
     attrs.set(ck::CKA_VALUE, value.to_vec());
-    object::finish_key(&mut attrs, Origin::Unwrap, None);
+    object::finish_key(&mut attrs, Origin::Unwrap, None, &object::new_key_id());
     store_object(d, app, s, attrs)
 }
 

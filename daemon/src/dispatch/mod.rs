@@ -111,6 +111,7 @@ fn route(d: &Daemon, app: &Arc<App>, req: Request) -> Result<Response> {
         R::GenerateRandom { session, len } => keys::random(app, session, len),
 
         R::Status => Ok(Response::Status(d.status())),
+        R::Admin { instance, so_pin, cmd } => Ok(Response::Admin(crate::kms::admin::handle(d, &instance, &so_pin, cmd))),
     }
 }
 

@@ -54,7 +54,7 @@ pub fn create(d: &Daemon, app: &App, session: u64, template: &[Attribute]) -> Re
             let kt = attrs.key_type().unwrap_or(u64::MAX);
             let len = attrs.get(ck::CKA_VALUE).map_or(0, <[u8]>::len);
             object::check_secret_value(kt, len)?;
-            object::finish_key(&mut attrs, Origin::Create, None);
+            object::finish_key(&mut attrs, Origin::Create, None, &object::new_key_id());
         }
         Ok(Response::Handle(store_object(d, app, s, attrs)?))
     })

@@ -99,6 +99,24 @@ impl SealedStore {
         self.raw()?.apply(&[Change::Put(Row { instance: self.instance.clone(), kind, id, blob })])
     }
 
+    /// Seal and apply several puts (`Some`) and deletes (`None`) in one
+    /// transaction.
+    pub fn apply(&self, changes: &[(RecordKind, u64, Option<Zeroizing<Vec<u8>>>)]) -> Result<()> {
+        let mut raw_changes = Vec::with_capacity(changes.len());
+        for (kind, id, plain) in changes {
+            raw_changes.push(match plain {
+                Some(p) => Change::Put(Row {
+                    instance: self.instance.clone(),
+                    kind: *kind,
+                    id: *id,
+                    blob: self.sealer.seal(*kind, *id, p)?,
+                }),
+                None => Change::Delete { instance: self.instance.clone(), kind: *kind, id: *id },
+            });
+        }
+        self.raw()?.apply(&raw_changes)
+    }
+
     pub fn delete(&self, kind: RecordKind, id: u64) -> Result<()> {
         self.raw()?.apply(&[Change::Delete { instance: self.instance.clone(), kind, id }])
     }

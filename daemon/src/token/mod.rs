@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use p11kms_protocol::{Attribute, TokenInfo};
+use p11kms_protocol::{vendor, Attribute, TokenInfo};
 use pkcs11_sys as ck;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -40,6 +40,7 @@ struct Objects {
     by_label: HashMap<Vec<u8>, Vec<u64>>,
     by_id: HashMap<Vec<u8>, Vec<u64>>,
     by_class: HashMap<u64, Vec<u64>>,
+    by_key_id: HashMap<Vec<u8>, Vec<u64>>,
 }
 
 fn index_add(map: &mut HashMap<Vec<u8>, Vec<u64>>, key: &[u8], id: u64) {
@@ -61,6 +62,9 @@ impl Objects {
             let a = o.attrs();
             index_add(&mut self.by_label, a.get(ck::CKA_LABEL).unwrap_or_default(), o.id);
             index_add(&mut self.by_id, a.get(ck::CKA_ID).unwrap_or_default(), o.id);
+            if let Some(k) = a.get(vendor::CKA_P11KMS_KEY_ID) {
+                index_add(&mut self.by_key_id, k, o.id);
+            }
         }
         self.by_class.entry(o.class).or_default().push(o.id);
         self.all.insert(o.id, o);
@@ -72,12 +76,28 @@ impl Objects {
             let a = o.attrs();
             index_remove(&mut self.by_label, a.get(ck::CKA_LABEL).unwrap_or_default(), id);
             index_remove(&mut self.by_id, a.get(ck::CKA_ID).unwrap_or_default(), id);
+            if let Some(k) = a.get(vendor::CKA_P11KMS_KEY_ID) {
+                index_remove(&mut self.by_key_id, k, id);
+            }
         }
         if let Some(v) = self.by_class.get_mut(&o.class) {
             v.retain(|x| *x != id);
         }
         Some(o)
     }
+}
+
+/// One change of a batch applied by [`Token::apply`].
+pub enum ObjectChange {
+    Add(Attrs),
+    Update(Arc<Object>, Attrs),
+    Destroy(u64),
+}
+
+enum Prepared {
+    Add(u64, Attrs),
+    Update(Arc<Object>, Attrs),
+    Destroy(u64),
 }
 
 /// Which kind of user a PIN belongs to.
@@ -344,6 +364,70 @@ impl Token {
         Ok(())
     }
 
+    /// Every token object of a KMS key (primary, other half of a pair,
+    /// older versions), in handle order.
+    pub fn objects_of_key(&self, key_id: &str) -> Vec<Arc<Object>> {
+        let objs = self.objs();
+        let mut v: Vec<Arc<Object>> = objs
+            .by_key_id
+            .get(key_id.as_bytes())
+            .into_iter()
+            .flatten()
+            .filter_map(|id| objs.all.get(id).cloned())
+            .collect();
+        v.sort_by_key(|o| o.id);
+        v
+    }
+
+    /// All token objects (for the KMS layer's listings and sweeps).
+    pub fn all_objects(&self) -> Vec<Arc<Object>> {
+        let mut v: Vec<Arc<Object>> = self.objs().all.values().cloned().collect();
+        v.sort_by_key(|o| o.id);
+        v
+    }
+
+    /// Apply several object changes in one store transaction, then publish
+    /// them. Returns the handles of added objects in order.
+    pub fn apply(&self, changes: Vec<ObjectChange>) -> Result<Vec<u64>> {
+        let mut store_changes = Vec::with_capacity(changes.len());
+        let mut added = Vec::new();
+        let mut prepared = Vec::with_capacity(changes.len());
+        for c in changes {
+            match c {
+                ObjectChange::Add(attrs) => {
+                    let id = self.allocate_id();
+                    store_changes.push((RecordKind::Object, id, Some(attrs.to_bytes()?)));
+                    added.push(id);
+                    prepared.push(Prepared::Add(id, attrs));
+                }
+                ObjectChange::Update(o, attrs) => {
+                    store_changes.push((RecordKind::Object, o.id, Some(attrs.to_bytes()?)));
+                    prepared.push(Prepared::Update(o, attrs));
+                }
+                ObjectChange::Destroy(id) => {
+                    store_changes.push((RecordKind::Object, id, None));
+                    prepared.push(Prepared::Destroy(id));
+                }
+            }
+        }
+        self.store.apply(&store_changes)?;
+        let mut objs = self.objs_mut();
+        for p in prepared {
+            match p {
+                Prepared::Add(id, attrs) => objs.insert(Arc::new(Object::new(id, attrs))),
+                Prepared::Update(o, attrs) => {
+                    objs.remove(o.id);
+                    o.replace(attrs);
+                    objs.insert(o);
+                }
+                Prepared::Destroy(id) => {
+                    objs.remove(id);
+                }
+            }
+        }
+        Ok(added)
+    }
+
     pub fn get(&self, id: u64) -> Option<Arc<Object>> {
         self.objs().all.get(&id).cloned()
     }
@@ -355,6 +439,8 @@ impl Token {
         let value = |ty| template.iter().find(|a| a.ty == ty).map(|a| a.value.as_deref().unwrap_or_default());
         let candidates: Box<dyn Iterator<Item = &u64>> = if let Some(l) = value(ck::CKA_LABEL) {
             Box::new(objs.by_label.get(l).into_iter().flatten())
+        } else if let Some(k) = value(vendor::CKA_P11KMS_KEY_ID) {
+            Box::new(objs.by_key_id.get(k).into_iter().flatten())
         } else if let Some(i) = value(ck::CKA_ID) {
             Box::new(objs.by_id.get(i).into_iter().flatten())
         } else if let Some(c) = value(ck::CKA_CLASS).and_then(|c| <[u8; 8]>::try_from(c).ok()) {

@@ -314,7 +314,7 @@ pub fn check_secret_value(key_type: u64, len: usize) -> Result<()> {
 /// Add the attributes the token computes for a key: `CKA_LOCAL`, the
 /// sensitivity history, `CKA_KEY_GEN_MECHANISM`, `CKA_VALUE_LEN`,
 /// `CKA_CHECK_VALUE` and the KMS attributes.
-pub fn finish_key(a: &mut Attrs, origin: Origin, gen_mech: Option<u64>) {
+pub fn finish_key(a: &mut Attrs, origin: Origin, gen_mech: Option<u64>, key_id: &str) {
     let local = origin == Origin::Generate;
     let class = a.class();
     a.set_bool(ck::CKA_LOCAL, local);
@@ -342,7 +342,16 @@ pub fn finish_key(a: &mut Attrs, origin: Origin, gen_mech: Option<u64>) {
     a.set_ulong(vendor::CKA_P11KMS_KEY_VERSION, 1);
     a.set_bool(vendor::CKA_P11KMS_DEFAULT_KEY, false);
     a.set_bool(vendor::CKA_P11KMS_SERVICE_KEY, false);
-    a.set(vendor::CKA_P11KMS_KEY_ID, format!("key-{}", uuid::Uuid::new_v4()).into_bytes());
+    a.set(vendor::CKA_P11KMS_KEY_ID, key_id.as_bytes().to_vec());
+    // CKA_ID defaults to the key id's bytes; a consumer's own CKA_ID wins.
+    if a.get(ck::CKA_ID).is_none_or(<[u8]>::is_empty) {
+        a.set(ck::CKA_ID, key_id.as_bytes().to_vec());
+    }
+}
+
+/// A fresh KMS key id: `key-` + UUID.
+pub fn new_key_id() -> String {
+    format!("key-{}", uuid::Uuid::new_v4())
 }
 
 /// AES key check value: the first 3 bytes of the encryption of a zero block
@@ -416,7 +425,7 @@ impl Object {
     /// `C_GetAttributeValue` for one attribute.
     pub fn get_attribute(&self, ty: u64) -> AttrResult {
         let a = self.attrs();
-        if ty == INTERNAL_DER {
+        if is_internal(ty) {
             return AttrResult::Invalid;
         }
         let Some(tables) = a.tables() else { return AttrResult::Invalid };
@@ -484,7 +493,7 @@ impl Object {
     pub fn matches(&self, template: &[Attribute]) -> bool {
         let a = self.attrs();
         template.iter().all(|t| {
-            if t.ty == INTERNAL_DER {
+            if is_internal(t.ty) {
                 return false;
             }
             let want = t.value.as_deref().unwrap_or_default();
@@ -506,3 +515,14 @@ impl Object {
 /// Internal attribute holding an asymmetric key's DER (PKCS#8 or SPKI).
 /// Never readable, never settable, never matched.
 pub const INTERNAL_DER: u64 = 0x8E11_FF01;
+/// Internal attribute: the KMS metadata of a key (postcard `KeyMeta`).
+pub const INTERNAL_META: u64 = 0x8E11_FF02;
+/// Internal attribute: present (value 1) on the objects that hold an older
+/// version of a rotated key.
+pub const INTERNAL_VERSION_OBJECT: u64 = 0x8E11_FF03;
+
+/// Internal attributes live in `0x8E11FF00..=0x8E11FFFF`: the daemon's own
+/// bookkeeping, never visible through PKCS#11.
+pub fn is_internal(ty: u64) -> bool {
+    (0x8E11_FF00..=0x8E11_FFFF).contains(&ty)
+}

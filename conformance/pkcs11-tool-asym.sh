@@ -50,7 +50,10 @@ else
   sed 's/^/      | /' "$WORK/test.out" | tail -n 25
 fi
 if [ "$rc" -eq 0 ]; then
-  check "--test decrypted with RSA-PKCS-OAEP" grep -Eq 'RSA-PKCS-OAEP.*OK' "$WORK/test.out"
+  # "RSA-PKCS-OAEP: mgf not set, defaulting to MGF1-SHA256" then "OK" on the next line
+  check_eq "--test decrypted with RSA-PKCS-OAEP (SHA-256), with and without a label" \
+    "$(grep -A1 'RSA-PKCS-OAEP:' "$WORK/test.out" | grep -c '^OK$')" 2
+  check "--test ends with 'No errors'" grep -q '^No errors' "$WORK/test.out"
 fi
 
 head -c 1000 /dev/urandom >"$WORK/data.bin"

@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 
 /// Attribute list returned to the object layer.
 pub type Attrs = Vec<(u64, Vec<u8>)>;
+/// Attribute lookup the object layer hands in (the value of one type).
+pub type AttrGet<'a> = &'a dyn Fn(u64) -> Option<Vec<u8>>;
 
 // ---------------------------------------------------------------- DER
 
@@ -74,7 +76,7 @@ pub struct Der<'a>(pub &'a [u8]);
 impl<'a> Der<'a> {
     /// The next element's tag and contents (definite lengths only, as DER
     /// requires). Any truncation or bad length → `CKR_ATTRIBUTE_VALUE_INVALID`.
-    pub fn next(&mut self) -> Result<(u8, &'a [u8])> {
+    pub fn read(&mut self) -> Result<(u8, &'a [u8])> {
         let bad = || Error::attribute_value_invalid("malformed DER");
         let d = self.0;
         let tag = *d.first().ok_or_else(bad)?;
@@ -87,7 +89,12 @@ impl<'a> Der<'a> {
                 return Err(bad());
             }
             let bytes = d.get(2..2 + n).ok_or_else(bad)?;
-            (bytes.iter().fold(0usize, |a, b| (a << 8) | *b as usize), 2 + n)
+            let len = bytes.iter().fold(0usize, |a, b| (a << 8) | *b as usize);
+            // DER: the shortest form only.
+            if len < 0x80 || bytes[0] == 0 {
+                return Err(bad());
+            }
+            (len, 2 + n)
         };
         let end = hdr.checked_add(len).ok_or_else(bad)?;
         let content = d.get(hdr..end).ok_or_else(bad)?;
@@ -97,7 +104,7 @@ impl<'a> Der<'a> {
 
     /// The next element, which must have tag `tag`.
     pub fn expect(&mut self, tag: u8) -> Result<&'a [u8]> {
-        match self.next()? {
+        match self.read()? {
             (t, c) if t == tag => Ok(c),
             _ => Err(Error::attribute_value_invalid("unexpected DER element")),
         }
@@ -113,7 +120,9 @@ fn whole(v: &[u8], tag: u8) -> Result<&[u8]> {
     let mut d = Der(v);
     let c = d.expect(tag)?;
     if !d.is_empty() {
-        return Err(Error::attribute_value_invalid("trailing data after DER element"));
+        return Err(Error::attribute_value_invalid(
+            "trailing data after DER element",
+        ));
     }
     Ok(c)
 }
@@ -167,9 +176,14 @@ impl EcCurve {
 /// domain parameters and malformed DER → `CKR_ATTRIBUTE_VALUE_INVALID`.
 pub fn parse_ec_params(v: &[u8]) -> Result<EcCurve> {
     let mut d = Der(v);
-    let (tag, c) = d.next()?;
+    let (tag, c) = d.read()?;
     if !d.is_empty() {
-        return Err(Error::attribute_value_invalid("trailing data in CKA_EC_PARAMS"));
+        return Err(Error::attribute_value_invalid(
+            "trailing data in CKA_EC_PARAMS",
+        ));
+    }
+    if c.is_empty() {
+        return Err(Error::attribute_value_invalid("empty CKA_EC_PARAMS"));
     }
     let curve = match tag {
         TAG_OID => match c {
@@ -188,7 +202,11 @@ pub fn parse_ec_params(v: &[u8]) -> Result<EcCurve> {
             b"curve25519" | b"X25519" => Some(EcCurve::X25519),
             _ => None,
         },
-        _ => return Err(Error::attribute_value_invalid("CKA_EC_PARAMS is neither a curve OID nor a curve name")),
+        _ => {
+            return Err(Error::attribute_value_invalid(
+                "CKA_EC_PARAMS is neither a curve OID nor a curve name",
+            ))
+        }
     };
     curve.ok_or_else(|| Error::rv(ck::CKR_CURVE_NOT_SUPPORTED))
 }
@@ -198,9 +216,15 @@ pub fn parse_ec_params(v: &[u8]) -> Result<EcCurve> {
 /// header for every supported curve.
 pub fn parse_ec_point(curve: EcCurve, v: &[u8]) -> Result<Vec<u8>> {
     let n = curve.point_len();
-    let raw = if v.len() == n { v } else { whole(v, TAG_OCTET_STRING)? };
+    let raw = if v.len() == n {
+        v
+    } else {
+        whole(v, TAG_OCTET_STRING)?
+    };
     if raw.len() != n || (matches!(curve, EcCurve::Nist(_)) && raw[0] != 0x04) {
-        return Err(Error::attribute_value_invalid("CKA_EC_POINT is not an uncompressed point of the curve"));
+        return Err(Error::attribute_value_invalid(
+            "CKA_EC_POINT is not an uncompressed point of the curve",
+        ));
     }
     Ok(raw.to_vec())
 }
@@ -236,7 +260,9 @@ pub fn curve25519_private(pkcs8: &[u8]) -> Result<(EcCurve, Zeroizing<Vec<u8>>)>
     };
     let v = whole(key, TAG_OCTET_STRING)?;
     if v.len() != 32 {
-        return Err(Error::attribute_value_invalid("Curve25519 private key is not 32 bytes"));
+        return Err(Error::attribute_value_invalid(
+            "Curve25519 private key is not 32 bytes",
+        ));
     }
     Ok((curve, Zeroizing::new(v.to_vec())))
 }
@@ -280,17 +306,28 @@ pub fn ulong_value(v: u64) -> Vec<u8> {
 
 /// A `CK_ULONG` attribute from a template (8 or 4 native bytes).
 pub fn template_ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>> {
-    let Some(a) = t.iter().find(|a| a.ty == ty) else { return Ok(None) };
+    let Some(a) = t.iter().find(|a| a.ty == ty) else {
+        return Ok(None);
+    };
     match a.value.as_deref() {
-        Some(v) if v.len() == 8 => Ok(Some(u64::from_le_bytes(v.try_into().map_err(|_| Error::attribute_value_invalid("bad CK_ULONG"))?))),
-        Some(v) if v.len() == 4 => Ok(Some(u32::from_le_bytes(v.try_into().map_err(|_| Error::attribute_value_invalid("bad CK_ULONG"))?) as u64)),
+        Some(v) if v.len() == 8 => {
+            Ok(Some(u64::from_le_bytes(v.try_into().map_err(|_| {
+                Error::attribute_value_invalid("bad CK_ULONG")
+            })?)))
+        }
+        Some(v) if v.len() == 4 => Ok(Some(u32::from_le_bytes(
+            v.try_into()
+                .map_err(|_| Error::attribute_value_invalid("bad CK_ULONG"))?,
+        ) as u64)),
         _ => Err(Error::attribute_value_invalid("bad CK_ULONG attribute")),
     }
 }
 
 /// A byte-string attribute from a template.
 pub fn template_bytes(t: &[Attribute], ty: u64) -> Option<&[u8]> {
-    t.iter().find(|a| a.ty == ty).and_then(|a| a.value.as_deref())
+    t.iter()
+        .find(|a| a.ty == ty)
+        .and_then(|a| a.value.as_deref())
 }
 
 fn need(get: &dyn Fn(u64) -> Option<Vec<u8>>, ty: u64, name: &str) -> Result<Vec<u8>> {
@@ -329,14 +366,23 @@ fn ec_private_attrs(p: &EcParts) -> Attrs {
 }
 
 fn ec_public_attrs(curve: EcCurve, point: &[u8], spki: Vec<u8>) -> Attrs {
-    vec![(ck::CKA_EC_PARAMS, curve.params()), (ck::CKA_EC_POINT, octet_string(point)), (ck::CKA_PUBLIC_KEY_INFO, spki)]
+    vec![
+        (ck::CKA_EC_PARAMS, curve.params()),
+        (ck::CKA_EC_POINT, octet_string(point)),
+        (ck::CKA_PUBLIC_KEY_INFO, spki),
+    ]
 }
 
 /// Private key of a Curve25519 curve from its 32-byte value: PKCS#8,
 /// public value.
-fn curve25519_from_private(curve: EcCurve, private: &[u8]) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
+fn curve25519_from_private(
+    curve: EcCurve,
+    private: &[u8],
+) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
     if private.len() != 32 {
-        return Err(Error::attribute_value_invalid("Curve25519 private value must be 32 bytes"));
+        return Err(Error::attribute_value_invalid(
+            "Curve25519 private value must be 32 bytes",
+        ));
     }
     let public = match curve {
         EcCurve::Ed25519 => provider::ed25519_public(private)?,
@@ -348,7 +394,9 @@ fn curve25519_from_private(curve: EcCurve, private: &[u8]) -> Result<(Zeroizing<
 fn curve_for(key_type: u64, get: &dyn Fn(u64) -> Option<Vec<u8>>) -> Result<EcCurve> {
     let curve = parse_ec_params(&need(get, ck::CKA_EC_PARAMS, "CKA_EC_PARAMS")?)?;
     if curve.key_type() != key_type {
-        return Err(Error::attribute_value_invalid("CKA_EC_PARAMS names a curve of another key type"));
+        return Err(Error::attribute_value_invalid(
+            "CKA_EC_PARAMS names a curve of another key type",
+        ));
     }
     Ok(curve)
 }
@@ -362,7 +410,7 @@ fn curve_for(key_type: u64, get: &dyn Fn(u64) -> Option<Vec<u8>>) -> Result<EcCu
 /// `CKA_PRIME_1`/`CKA_PRIME_2` are recovered when both are missing (needs
 /// e > 2^16, else `CKR_TEMPLATE_INCOMPLETE`); given CRT values must match.
 /// EC, Edwards and Montgomery keys need `CKA_EC_PARAMS` and `CKA_VALUE`.
-pub fn private_from_attrs(key_type: u64, get: &dyn Fn(u64) -> Option<Vec<u8>>) -> Result<(Zeroizing<Vec<u8>>, Vec<(u64, Vec<u8>)>)> {
+pub fn private_from_attrs(key_type: u64, get: AttrGet<'_>) -> Result<(Zeroizing<Vec<u8>>, Attrs)> {
     match key_type {
         ck::CKK_RSA => {
             let n = need(get, ck::CKA_MODULUS, "CKA_MODULUS")?;
@@ -373,19 +421,34 @@ pub fn private_from_attrs(key_type: u64, get: &dyn Fn(u64) -> Option<Vec<u8>>) -
             let primes = match (&p, &q) {
                 (Some(p), Some(q)) => Some((&p[..], &q[..])),
                 (None, None) => None,
-                _ => return Err(Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "only one of CKA_PRIME_1/CKA_PRIME_2 given")),
-            };
-            let (der, parts) = provider::rsa_pkcs8_from_parts(&n, &e, &d, primes).map_err(|err| {
-                if primes.is_none() {
-                    Error::new(ck::CKR_TEMPLATE_INCOMPLETE, format!("RSA primes could not be recovered: {}", err.msg))
-                } else {
-                    err
+                _ => {
+                    return Err(Error::new(
+                        ck::CKR_TEMPLATE_INCOMPLETE,
+                        "only one of CKA_PRIME_1/CKA_PRIME_2 given",
+                    ))
                 }
-            })?;
-            for (ty, have) in [(ck::CKA_EXPONENT_1, &parts.dp), (ck::CKA_EXPONENT_2, &parts.dq), (ck::CKA_COEFFICIENT, &parts.qinv)] {
+            };
+            let (der, parts) =
+                provider::rsa_pkcs8_from_parts(&n, &e, &d, primes).map_err(|err| {
+                    if primes.is_none() {
+                        Error::new(
+                            ck::CKR_TEMPLATE_INCOMPLETE,
+                            format!("RSA primes could not be recovered: {}", err.msg),
+                        )
+                    } else {
+                        err
+                    }
+                })?;
+            for (ty, have) in [
+                (ck::CKA_EXPONENT_1, &parts.dp),
+                (ck::CKA_EXPONENT_2, &parts.dq),
+                (ck::CKA_COEFFICIENT, &parts.qinv),
+            ] {
                 if let Some(given) = get(ty).map(Zeroizing::new) {
                     if !bool::from(subtle::ConstantTimeEq::ct_eq(strip(&given), &have[..])) {
-                        return Err(Error::attribute_value_invalid("RSA CRT component does not match the key"));
+                        return Err(Error::attribute_value_invalid(
+                            "RSA CRT component does not match the key",
+                        ));
                     }
                 }
             }
@@ -412,7 +475,10 @@ pub fn private_from_attrs(key_type: u64, get: &dyn Fn(u64) -> Option<Vec<u8>>) -
             ];
             Ok((der, attrs))
         }
-        _ => Err(Error::new(ck::CKR_ATTRIBUTE_VALUE_INVALID, format!("key type 0x{key_type:x} is not an asymmetric type"))),
+        _ => Err(Error::new(
+            ck::CKR_ATTRIBUTE_VALUE_INVALID,
+            format!("key type 0x{key_type:x} is not an asymmetric type"),
+        )),
     }
 }
 
@@ -427,17 +493,23 @@ fn strip(v: &[u8]) -> &[u8] {
 /// `CKA_EC_PARAMS` + `CKA_EC_POINT`, raw or DER), plus the attributes to set:
 /// `CKA_PUBLIC_KEY_INFO`, RSA `CKA_MODULUS_BITS`, the normalized
 /// `CKA_EC_PARAMS` and `CKA_EC_POINT` (DER OCTET STRING).
-pub fn public_from_attrs(key_type: u64, get: &dyn Fn(u64) -> Option<Vec<u8>>) -> Result<(Vec<u8>, Vec<(u64, Vec<u8>)>)> {
+pub fn public_from_attrs(key_type: u64, get: AttrGet<'_>) -> Result<(Vec<u8>, Attrs)> {
     match key_type {
         ck::CKK_RSA => {
             let n = need(get, ck::CKA_MODULUS, "CKA_MODULUS")?;
             let e = need(get, ck::CKA_PUBLIC_EXPONENT, "CKA_PUBLIC_EXPONENT")?;
             let bits = provider::bit_len(&n);
             if !(provider::RSA_MIN_BITS..=provider::RSA_MAX_BITS).contains(&bits) {
-                return Err(Error::attribute_value_invalid(format!("RSA modulus of {bits} bits")));
+                return Err(Error::attribute_value_invalid(format!(
+                    "RSA modulus of {bits} bits"
+                )));
             }
             let spki = provider::rsa_spki(&n, &e)?;
-            let parts = RsaParts { n: strip(&n).to_vec(), e: strip(&e).to_vec(), ..Default::default() };
+            let parts = RsaParts {
+                n: strip(&n).to_vec(),
+                e: strip(&e).to_vec(),
+                ..Default::default()
+            };
             let attrs = rsa_public_attrs(&parts, spki.clone());
             Ok((spki, attrs))
         }
@@ -455,15 +527,23 @@ pub fn public_from_attrs(key_type: u64, get: &dyn Fn(u64) -> Option<Vec<u8>>) ->
             let attrs = ec_public_attrs(curve, &point, spki.clone());
             Ok((spki, attrs))
         }
-        _ => Err(Error::new(ck::CKR_ATTRIBUTE_VALUE_INVALID, format!("key type 0x{key_type:x} is not an asymmetric type"))),
+        _ => Err(Error::new(
+            ck::CKR_ATTRIBUTE_VALUE_INVALID,
+            format!("key type 0x{key_type:x} is not an asymmetric type"),
+        )),
     }
 }
 
 /// Key type, normalized PKCS#8 and object attributes of an unwrapped
 /// PKCS#8 private key (`C_UnwrapKey`). Anything unreadable or inconsistent
 /// → `CKR_WRAPPED_KEY_INVALID`.
-pub fn private_from_pkcs8(der: &[u8]) -> Result<(u64, Zeroizing<Vec<u8>>, Vec<(u64, Vec<u8>)>)> {
-    let wrapped = |e: Error| Error::new(ck::CKR_WRAPPED_KEY_INVALID, format!("unwrapped key: {}", e.msg));
+pub fn private_from_pkcs8(der: &[u8]) -> Result<(u64, Zeroizing<Vec<u8>>, Attrs)> {
+    let wrapped = |e: Error| {
+        Error::new(
+            ck::CKR_WRAPPED_KEY_INVALID,
+            format!("unwrapped key: {}", e.msg),
+        )
+    };
     let (oid, _) = pkcs8_parts(der).map_err(wrapped)?;
     match oid {
         OID_RSA => {
@@ -486,7 +566,10 @@ pub fn private_from_pkcs8(der: &[u8]) -> Result<(u64, Zeroizing<Vec<u8>>, Vec<(u
             ];
             Ok((curve.key_type(), der, attrs))
         }
-        _ => Err(Error::new(ck::CKR_WRAPPED_KEY_INVALID, "unsupported PKCS#8 key algorithm")),
+        _ => Err(Error::new(
+            ck::CKR_WRAPPED_KEY_INVALID,
+            "unsupported PKCS#8 key algorithm",
+        )),
     }
 }
 
@@ -494,7 +577,8 @@ pub fn private_from_pkcs8(der: &[u8]) -> Result<(u64, Zeroizing<Vec<u8>>, Vec<(u
 
 /// Objects of a new RSA key pair from its PKCS#8.
 pub fn rsa_generated(pkcs8: Zeroizing<Vec<u8>>) -> Result<GeneratedKeyPair> {
-    let (_, parts) = provider::rsa_from_pkcs8(&pkcs8).map_err(|e| Error::general(format!("generated RSA key: {}", e.msg)))?;
+    let (_, parts) = provider::rsa_from_pkcs8(&pkcs8)
+        .map_err(|e| Error::general(format!("generated RSA key: {}", e.msg)))?;
     let spki = provider::rsa_spki(&parts.n, &parts.e)?;
     Ok(GeneratedKeyPair {
         key_type: ck::CKK_RSA,

@@ -35,7 +35,10 @@ const MAX_ECDSA_INPUT: usize = 1024;
 /// Register the EC mechanisms and their known-answer tests.
 pub fn register(r: &mut Registry) {
     r.add(KeyPairGen);
-    r.add(Ecdsa { mech: ck::CKM_ECDSA, hash: None });
+    r.add(Ecdsa {
+        mech: ck::CKM_ECDSA,
+        hash: None,
+    });
     for (mech, hash) in [
         (ck::CKM_ECDSA_SHA1, Hash::Sha1),
         (ck::CKM_ECDSA_SHA224, Hash::Sha224),
@@ -43,16 +46,33 @@ pub fn register(r: &mut Registry) {
         (ck::CKM_ECDSA_SHA384, Hash::Sha384),
         (ck::CKM_ECDSA_SHA512, Hash::Sha512),
     ] {
-        r.add(Ecdsa { mech, hash: Some(hash) });
+        r.add(Ecdsa {
+            mech,
+            hash: Some(hash),
+        });
     }
-    r.add(Ecdh { mech: ck::CKM_ECDH1_DERIVE });
-    r.add(Ecdh { mech: ck::CKM_ECDH1_COFACTOR_DERIVE });
-    r.add_self_test("ECDSA P-256 (RFC 6979 A.2.5 signature verify)", self_test_verify);
-    r.add_self_test("ECDSA P-256 sign/verify and ECDH round trip", self_test_round_trip);
+    r.add(Ecdh {
+        mech: ck::CKM_ECDH1_DERIVE,
+    });
+    r.add(Ecdh {
+        mech: ck::CKM_ECDH1_COFACTOR_DERIVE,
+    });
+    r.add_self_test(
+        "ECDSA P-256 (RFC 6979 A.2.5 signature verify)",
+        self_test_verify,
+    );
+    r.add_self_test(
+        "ECDSA P-256 sign/verify and ECDH round trip",
+        self_test_round_trip,
+    );
 }
 
 fn info(flags: u64) -> MechanismInfo {
-    MechanismInfo { min_key_size: 256, max_key_size: 521, flags: flags | EC_FLAGS }
+    MechanismInfo {
+        min_key_size: 256,
+        max_key_size: 521,
+        flags: flags | EC_FLAGS,
+    }
 }
 
 fn private(key: &Key) -> Result<Arc<EcPrivate>> {
@@ -80,14 +100,24 @@ impl Mechanism for KeyPairGen {
     fn info(&self) -> MechanismInfo {
         info(ck::CKF_GENERATE_KEY_PAIR)
     }
-    fn generate_key_pair(&self, param: &MechParam, public: &[Attribute], _private: &[Attribute]) -> Result<GeneratedKeyPair> {
+    fn generate_key_pair(
+        &self,
+        param: &MechParam,
+        public: &[Attribute],
+        _private: &[Attribute],
+    ) -> Result<GeneratedKeyPair> {
         if *param != MechParam::None {
-            return Err(Error::param_invalid("CKM_EC_KEY_PAIR_GEN takes no parameter"));
+            return Err(Error::param_invalid(
+                "CKM_EC_KEY_PAIR_GEN takes no parameter",
+            ));
         }
         let params = template_bytes(public, ck::CKA_EC_PARAMS)
             .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS missing"))?;
         let EcCurve::Nist(curve) = asym::parse_ec_params(params)? else {
-            return Err(Error::new(ck::CKR_CURVE_NOT_SUPPORTED, "CKM_EC_KEY_PAIR_GEN is for P-256/P-384/P-521"));
+            return Err(Error::new(
+                ck::CKR_CURVE_NOT_SUPPORTED,
+                "CKM_EC_KEY_PAIR_GEN is for P-256/P-384/P-521",
+            ));
         };
         Ok(asym::ec_generated(provider::ec_generate(curve)?))
     }
@@ -129,7 +159,10 @@ impl Input {
     }
     fn take(&mut self) -> Result<Vec<u8>> {
         match self {
-            Input::Hash(h) => h.take().map(Hasher::finish).ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED)),
+            Input::Hash(h) => h
+                .take()
+                .map(Hasher::finish)
+                .ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED)),
             Input::Data(d) => Ok(std::mem::take(d)),
         }
     }
@@ -192,13 +225,19 @@ impl Mechanism for Ecdsa {
         if *param != MechParam::None {
             return Err(Error::param_invalid("ECDSA takes no parameter"));
         }
-        Ok(Box::new(EcdsaSign { key: private(key)?, input: Input::new(self.hash) }))
+        Ok(Box::new(EcdsaSign {
+            key: private(key)?,
+            input: Input::new(self.hash),
+        }))
     }
     fn verify_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn VerifyOp>> {
         if *param != MechParam::None {
             return Err(Error::param_invalid("ECDSA takes no parameter"));
         }
-        Ok(Box::new(EcdsaVerify { key: public(key)?, input: Input::new(self.hash) }))
+        Ok(Box::new(EcdsaVerify {
+            key: public(key)?,
+            input: Input::new(self.hash),
+        }))
     }
 }
 
@@ -245,15 +284,26 @@ impl Mechanism for Ecdh {
     fn info(&self) -> MechanismInfo {
         info(ck::CKF_DERIVE)
     }
-    fn derive(&self, param: &MechParam, base: &Arc<Key>, value_len: Option<usize>) -> Result<Zeroizing<Vec<u8>>> {
-        let MechParam::Ecdh1 { kdf, shared_data, public_data } = param else {
+    fn derive(
+        &self,
+        param: &MechParam,
+        base: &Arc<Key>,
+        value_len: Option<usize>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let MechParam::Ecdh1 {
+            kdf,
+            shared_data,
+            public_data,
+        } = param
+        else {
             return Err(Error::param_invalid("ECDH needs CK_ECDH1_DERIVE_PARAMS"));
         };
         let kdf = kdf_hash(*kdf)?;
         if kdf.is_none() && !shared_data.is_empty() {
             return Err(Error::param_invalid("CKD_NULL takes no shared data"));
         }
-        let bad_point = |_| Error::param_invalid("ECDH public value is not a point of the key's curve");
+        let bad_point =
+            |_| Error::param_invalid("ECDH public value is not a point of the key's curve");
         let z = match base.key_type {
             ck::CKK_EC_MONTGOMERY => {
                 let peer = asym::parse_ec_point(EcCurve::X25519, public_data).map_err(bad_point)?;
@@ -261,15 +311,17 @@ impl Mechanism for Ecdh {
             }
             _ => {
                 let key = private(base)?;
-                let peer = asym::parse_ec_point(EcCurve::Nist(key.curve()), public_data).map_err(bad_point)?;
+                let peer = asym::parse_ec_point(EcCurve::Nist(key.curve()), public_data)
+                    .map_err(bad_point)?;
                 key.agree(&peer)?
             }
         };
         let len = value_len.unwrap_or(z.len());
         match kdf {
-            None if len > z.len() || len == 0 => {
-                Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN longer than the ECDH shared secret"))
-            }
+            None if len > z.len() || len == 0 => Err(Error::new(
+                ck::CKR_TEMPLATE_INCONSISTENT,
+                "CKA_VALUE_LEN longer than the ECDH shared secret",
+            )),
             None => Ok(Zeroizing::new(z[z.len() - len..].to_vec())),
             Some(h) => Ok(x963_kdf(h, &z, shared_data, len)),
         }
@@ -283,7 +335,8 @@ pub(crate) mod kat {
     /// Public point 04||Ux||Uy.
     pub const P256_POINT: &str = "0460fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb67903fe1008b8bc99a41ae9e95628bc64f2f1b20c2d7e9f5177a3c294d4462299";
     #[cfg(test)]
-    pub const P256_SCALAR: &str = "c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721";
+    pub const P256_SCALAR: &str =
+        "c9afa9d845ba75166b5c215767b1d6934e50c3db36e89b127b8a622b120f6721";
     pub const SIG_SAMPLE_SHA256: &str = "efd48b2aacb6a8fd1140dd9cd45e81d69d2c877b56aaf991c34d0ea84eaf3716f7cb1c942d657c41d436c7a1b6e29f65f3e900dbb9aff4064dc4ab2f843acda8";
 }
 

@@ -29,15 +29,23 @@ const MAX_MESSAGE: usize = p11kms_protocol::MAX_DATA;
 
 /// Register the Curve25519 mechanisms and their known-answer tests.
 pub fn register(r: &mut Registry) {
-    r.add(KeyPairGen { curve: EcCurve::Ed25519 });
-    r.add(KeyPairGen { curve: EcCurve::X25519 });
+    r.add(KeyPairGen {
+        curve: EcCurve::Ed25519,
+    });
+    r.add(KeyPairGen {
+        curve: EcCurve::X25519,
+    });
     r.add(Eddsa);
     r.add_self_test("Ed25519 (RFC 8032 test 1)", self_test_ed25519);
     r.add_self_test("X25519 (RFC 7748 §6.1)", self_test_x25519);
 }
 
 fn info(flags: u64) -> MechanismInfo {
-    MechanismInfo { min_key_size: 255, max_key_size: 255, flags }
+    MechanismInfo {
+        min_key_size: 255,
+        max_key_size: 255,
+        flags,
+    }
 }
 
 /// The private value of a Curve25519 key object of key type `key_type`.
@@ -45,7 +53,8 @@ fn private_value(key: &Key, key_type: u64, curve: EcCurve) -> Result<Zeroizing<V
     if key.class != ck::CKO_PRIVATE_KEY || key.key_type != key_type {
         return Err(Error::key_type_inconsistent());
     }
-    let (c, v) = asym::curve25519_private(&key.value).map_err(|_| Error::general("stored Curve25519 key unreadable"))?;
+    let (c, v) = asym::curve25519_private(&key.value)
+        .map_err(|_| Error::general("stored Curve25519 key unreadable"))?;
     if c != curve {
         return Err(Error::key_type_inconsistent());
     }
@@ -99,14 +108,24 @@ impl Mechanism for KeyPairGen {
     fn info(&self) -> MechanismInfo {
         info(ck::CKF_GENERATE_KEY_PAIR)
     }
-    fn generate_key_pair(&self, param: &MechParam, public: &[Attribute], _private: &[Attribute]) -> Result<GeneratedKeyPair> {
+    fn generate_key_pair(
+        &self,
+        param: &MechParam,
+        public: &[Attribute],
+        _private: &[Attribute],
+    ) -> Result<GeneratedKeyPair> {
         if *param != MechParam::None {
-            return Err(Error::param_invalid("key pair generation takes no parameter"));
+            return Err(Error::param_invalid(
+                "key pair generation takes no parameter",
+            ));
         }
         let params = template_bytes(public, ck::CKA_EC_PARAMS)
             .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS missing"))?;
         if asym::parse_ec_params(params)? != self.curve {
-            return Err(Error::new(ck::CKR_CURVE_NOT_SUPPORTED, "curve does not match the mechanism"));
+            return Err(Error::new(
+                ck::CKR_CURVE_NOT_SUPPORTED,
+                "curve does not match the mechanism",
+            ));
         }
         let private = match self.curve {
             EcCurve::Ed25519 => provider::ed25519_generate()?,
@@ -123,8 +142,13 @@ struct Eddsa;
 fn check_param(param: &MechParam) -> Result<()> {
     match param {
         MechParam::None => Ok(()),
-        MechParam::Eddsa { ph_flag: false, context } if context.is_empty() => Ok(()),
-        _ => Err(Error::param_invalid("only pure Ed25519 (no prehash, no context) is supported")),
+        MechParam::Eddsa {
+            ph_flag: false,
+            context,
+        } if context.is_empty() => Ok(()),
+        _ => Err(Error::param_invalid(
+            "only pure Ed25519 (no prehash, no context) is supported",
+        )),
     }
 }
 
@@ -202,11 +226,17 @@ impl Mechanism for Eddsa {
     }
     fn sign_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn SignOp>> {
         check_param(param)?;
-        Ok(Box::new(EdSign { key: ed_private(key)?, msg: Vec::new() }))
+        Ok(Box::new(EdSign {
+            key: ed_private(key)?,
+            msg: Vec::new(),
+        }))
     }
     fn verify_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn VerifyOp>> {
         check_param(param)?;
-        Ok(Box::new(EdVerify { key: ed_public(key)?, msg: Vec::new() }))
+        Ok(Box::new(EdVerify {
+            key: ed_public(key)?,
+            msg: Vec::new(),
+        }))
     }
 }
 
@@ -217,9 +247,12 @@ pub(crate) mod kat {
     pub const ED_SECRET: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
     pub const ED_PUBLIC: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
     pub const ED_SIG_EMPTY: &str = "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b";
-    pub const X_ALICE_PRIVATE: &str = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a";
-    pub const X_ALICE_PUBLIC: &str = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
-    pub const X_BOB_PUBLIC: &str = "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f";
+    pub const X_ALICE_PRIVATE: &str =
+        "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a";
+    pub const X_ALICE_PUBLIC: &str =
+        "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a";
+    pub const X_BOB_PUBLIC: &str =
+        "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f";
     pub const X_SHARED: &str = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
 }
 
@@ -227,7 +260,9 @@ fn self_test_ed25519() -> Result<()> {
     let hex = super::rsa::kat::hex;
     let k = Ed25519Private::from_seed(&hex(kat::ED_SECRET))?;
     let sig = k.sign(b"");
-    if sig != hex(kat::ED_SIG_EMPTY) || !Ed25519Public::from_raw(&hex(kat::ED_PUBLIC))?.verify(b"", &sig) {
+    if sig != hex(kat::ED_SIG_EMPTY)
+        || !Ed25519Public::from_raw(&hex(kat::ED_PUBLIC))?.verify(b"", &sig)
+    {
         return Err(Error::general("Ed25519 known answer failed"));
     }
     Ok(())

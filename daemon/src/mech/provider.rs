@@ -57,9 +57,17 @@ pub enum Hash {
     Sha512,
 }
 
+// A hash output, a modulus: never empty, so no `is_empty`.
+#[allow(clippy::len_without_is_empty)]
 impl Hash {
     /// All of them, shortest first.
-    pub const ALL: [Hash; 5] = [Hash::Sha1, Hash::Sha224, Hash::Sha256, Hash::Sha384, Hash::Sha512];
+    pub const ALL: [Hash; 5] = [
+        Hash::Sha1,
+        Hash::Sha224,
+        Hash::Sha256,
+        Hash::Sha384,
+        Hash::Sha512,
+    ];
 
     /// Output length in bytes.
     pub fn len(self) -> usize {
@@ -100,18 +108,25 @@ impl Hash {
     /// DER prefix of the `DigestInfo` for this hash (RFC 8017 §9.2, note 1).
     pub fn digest_info_prefix(self) -> &'static [u8] {
         match self {
-            Hash::Sha1 => &[0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14],
+            Hash::Sha1 => &[
+                0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04,
+                0x14,
+            ],
             Hash::Sha224 => &[
-                0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c,
+                0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x04, 0x05, 0x00, 0x04, 0x1c,
             ],
             Hash::Sha256 => &[
-                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x01, 0x05, 0x00, 0x04, 0x20,
             ],
             Hash::Sha384 => &[
-                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30,
+                0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x02, 0x05, 0x00, 0x04, 0x30,
             ],
             Hash::Sha512 => &[
-                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40,
+                0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x03, 0x05, 0x00, 0x04, 0x40,
             ],
         }
     }
@@ -168,7 +183,8 @@ pub fn random(buf: &mut [u8]) -> Result<()> {
 }
 
 fn lc_digest(h: Hash, digest: &[u8]) -> Result<lc::digest::Digest> {
-    lc::digest::Digest::import_less_safe(digest, h.lc()).map_err(|_| Error::rv(ck::CKR_DATA_LEN_RANGE))
+    lc::digest::Digest::import_less_safe(digest, h.lc())
+        .map_err(|_| Error::rv(ck::CKR_DATA_LEN_RANGE))
 }
 
 /// Why an operation failed, for the mechanism layer to name.
@@ -235,7 +251,9 @@ fn bytes(v: &BoxedUint) -> Zeroizing<Vec<u8>> {
 fn soft_parts(k: &rsa::PrivateKey) -> Result<RsaParts> {
     let primes = k.primes();
     if primes.len() != 2 {
-        return Err(Error::attribute_value_invalid("multi-prime RSA keys are not supported"));
+        return Err(Error::attribute_value_invalid(
+            "multi-prime RSA keys are not supported",
+        ));
     }
     let missing = || bad_key("RSA key");
     Ok(RsaParts {
@@ -262,13 +280,23 @@ pub fn rsa_from_pkcs8(der: &[u8]) -> Result<(Zeroizing<Vec<u8>>, RsaParts)> {
 /// they belong together. Without `primes` they are recovered from `n`,
 /// `e` and `d` (NIST SP 800-56B Appendix C.2, needs e > 2^16). Returns the
 /// complete, normalized components too.
-pub fn rsa_pkcs8_from_parts(n: &[u8], e: &[u8], d: &[u8], primes: Option<(&[u8], &[u8])>) -> Result<(Zeroizing<Vec<u8>>, RsaParts)> {
+pub fn rsa_pkcs8_from_parts(
+    n: &[u8],
+    e: &[u8],
+    d: &[u8],
+    primes: Option<(&[u8], &[u8])>,
+) -> Result<(Zeroizing<Vec<u8>>, RsaParts)> {
     let bits = bit_len(n);
     if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
-        return Err(Error::attribute_value_invalid(format!("RSA modulus of {bits} bits")));
+        return Err(Error::attribute_value_invalid(format!(
+            "RSA modulus of {bits} bits"
+        )));
     }
-    let primes = primes.map(|(p, q)| vec![uint(p), uint(q)]).unwrap_or_default();
-    let k = rsa::PrivateKey::from_components(uint(n), uint(e), uint(d), primes).map_err(|_| bad_key("RSA private key"))?;
+    let primes = primes
+        .map(|(p, q)| vec![uint(p), uint(q)])
+        .unwrap_or_default();
+    let k = rsa::PrivateKey::from_components(uint(n), uint(e), uint(d), primes)
+        .map_err(|_| bad_key("RSA private key"))?;
     let der = k.to_pkcs8_der().map_err(|_| bad_key("RSA private key"))?;
     Ok((Zeroizing::new(der.as_bytes().to_vec()), soft_parts(&k)?))
 }
@@ -276,13 +304,19 @@ pub fn rsa_pkcs8_from_parts(n: &[u8], e: &[u8], d: &[u8], primes: Option<(&[u8],
 /// SubjectPublicKeyInfo DER of an RSA public key.
 pub fn rsa_spki(n: &[u8], e: &[u8]) -> Result<Vec<u8>> {
     let k = rsa::PublicKey::new(uint(n), uint(e)).map_err(|_| bad_key("RSA public key"))?;
-    Ok(k.to_public_key_der().map_err(|_| bad_key("RSA public key"))?.into_vec())
+    Ok(k.to_public_key_der()
+        .map_err(|_| bad_key("RSA public key"))?
+        .into_vec())
 }
 
 /// Modulus and public exponent of an RSA SubjectPublicKeyInfo.
 pub fn rsa_public_parts(spki: &[u8]) -> Result<RsaParts> {
     let k = rsa::PublicKey::from_public_key_der(spki).map_err(|_| bad_key("RSA public key"))?;
-    Ok(RsaParts { n: bytes(k.n().as_ref()).to_vec(), e: bytes(k.e()).to_vec(), ..Default::default() })
+    Ok(RsaParts {
+        n: bytes(k.n().as_ref()).to_vec(),
+        e: bytes(k.e()).to_vec(),
+        ..Default::default()
+    })
 }
 
 /// A new RSA key as PKCS#8 DER. aws-lc-rs generates 2048/3072/4096/8192-bit
@@ -294,17 +328,26 @@ pub fn rsa_generate(bits: usize, e: u64) -> Result<Zeroizing<Vec<u8>>> {
         3072 => lc::rsa::KeySize::Rsa3072,
         4096 => lc::rsa::KeySize::Rsa4096,
         8192 => lc::rsa::KeySize::Rsa8192,
-        _ => return Err(Error::new(ck::CKR_KEY_SIZE_RANGE, format!("RSA key generation of {bits} bits"))),
+        _ => {
+            return Err(Error::new(
+                ck::CKR_KEY_SIZE_RANGE,
+                format!("RSA key generation of {bits} bits"),
+            ))
+        }
     };
     if e == 65537 {
         let k = lc::rsa::KeyPair::generate(size).map_err(|_| failed("RSA key generation"))?;
         let der = k.as_der().map_err(|_| failed("RSA key encoding"))?;
         return Ok(Zeroizing::new(der.as_ref().to_vec()));
     }
-    if e % 2 == 0 || e <= 1 << 16 || e >= 1 << 33 {
-        return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, format!("RSA public exponent {e} not accepted")));
+    if e & 1 == 0 || e <= 1 << 16 || e >= 1 << 33 {
+        return Err(Error::new(
+            ck::CKR_TEMPLATE_INCONSISTENT,
+            format!("RSA public exponent {e} not accepted"),
+        ));
     }
-    let k = rsa::PrivateKey::new_with_exp(&mut getrandom::SysRng, bits, BoxedUint::from(e)).map_err(|_| failed("RSA key generation"))?;
+    let k = rsa::PrivateKey::new_with_exp(&mut getrandom::SysRng, bits, BoxedUint::from(e))
+        .map_err(|_| failed("RSA key generation"))?;
     let der = k.to_pkcs8_der().map_err(|_| failed("RSA key encoding"))?;
     Ok(Zeroizing::new(der.as_bytes().to_vec()))
 }
@@ -322,7 +365,8 @@ fn pss_sign_alg(h: Hash, salt: usize) -> Option<&'static RsaSignatureEncoding> {
     if salt == h.len() {
         return Some(base);
     }
-    static CACHE: OnceLock<Mutex<HashMap<(Hash, u16), &'static RsaSignatureEncoding>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<(Hash, u16), &'static RsaSignatureEncoding>>> =
+        OnceLock::new();
     let salt = u16::try_from(salt).ok()?;
     let mut m = CACHE.get_or_init(Default::default).lock().ok()?;
     Some(*m.entry((h, salt)).or_insert_with(|| {
@@ -331,7 +375,9 @@ fn pss_sign_alg(h: Hash, salt: usize) -> Option<&'static RsaSignatureEncoding> {
             Hash::Sha384 => lc::signature::RSA_PSS_SHA384,
             _ => lc::signature::RSA_PSS_SHA512,
         };
-        Box::leak(Box::new(alg.with_pss_salt_length(RsaPssSaltLength::Custom(salt))))
+        Box::leak(Box::new(
+            alg.with_pss_salt_length(RsaPssSaltLength::Custom(salt)),
+        ))
     }))
 }
 
@@ -354,7 +400,9 @@ fn pss_verify_alg(h: Hash, salt: usize) -> Option<&'static RsaParameters> {
             Hash::Sha384 => lc::signature::RSA_PSS_2048_8192_SHA384,
             _ => lc::signature::RSA_PSS_2048_8192_SHA512,
         };
-        Box::leak(Box::new(alg.with_pss_salt_length(RsaPssSaltLength::Custom(salt))))
+        Box::leak(Box::new(
+            alg.with_pss_salt_length(RsaPssSaltLength::Custom(salt)),
+        ))
     }))
 }
 
@@ -421,6 +469,7 @@ pub struct RsaPrivate {
     soft: OnceLock<Option<rsa::PrivateKey>>,
 }
 
+#[allow(clippy::len_without_is_empty)]
 impl RsaPrivate {
     /// Parse PKCS#8 DER.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self> {
@@ -428,11 +477,18 @@ impl RsaPrivate {
         let (len, soft) = match &sign {
             Some(k) => (k.public_modulus_len(), OnceLock::new()),
             None => {
-                let k = rsa::PrivateKey::from_pkcs8_der(der).map_err(|_| Error::key_size_range())?;
+                let k =
+                    rsa::PrivateKey::from_pkcs8_der(der).map_err(|_| Error::key_size_range())?;
                 (k.size(), OnceLock::from(Some(k)))
             }
         };
-        Ok(RsaPrivate { der: Zeroizing::new(der.to_vec()), len, sign, decrypt: OnceLock::new(), soft })
+        Ok(RsaPrivate {
+            der: Zeroizing::new(der.to_vec()),
+            len,
+            sign,
+            decrypt: OnceLock::new(),
+            soft,
+        })
     }
 
     /// Modulus length in bytes (= signature and ciphertext length).
@@ -444,15 +500,18 @@ impl RsaPrivate {
         self.soft
             .get_or_init(|| rsa::PrivateKey::from_pkcs8_der(&self.der).ok())
             .as_ref()
-            .ok_or_else(|| Error::new(ck::CKR_KEY_SIZE_RANGE, "RSA key unusable for this operation"))
+            .ok_or_else(|| {
+                Error::new(
+                    ck::CKR_KEY_SIZE_RANGE,
+                    "RSA key unusable for this operation",
+                )
+            })
     }
 
     fn lc_decrypt(&self) -> Option<&LcDecrypt> {
         self.decrypt
             .get_or_init(|| {
-                if self.sign.is_none() {
-                    return None;
-                }
+                self.sign.as_ref()?;
                 let k = lc::rsa::PrivateDecryptingKey::from_pkcs8(&self.der).ok()?;
                 Some(LcDecrypt {
                     pkcs1: lc::rsa::Pkcs1PrivateDecryptingKey::new(k.clone()).ok()?,
@@ -472,11 +531,14 @@ impl RsaPrivate {
         if let (Some(k), Some((h, d))) = (&self.sign, split_digest_info(t)) {
             if let Some(alg) = pkcs1_sign_alg(h) {
                 let mut sig = vec![0u8; self.len];
-                k.sign_digest(alg, &lc_digest(h, d)?, &mut sig).map_err(|_| failed("RSA signature"))?;
+                k.sign_digest(alg, &lc_digest(h, d)?, &mut sig)
+                    .map_err(|_| failed("RSA signature"))?;
                 return Ok(sig);
             }
         }
-        self.soft()?.sign(rsa::Pkcs1v15Sign::new_unprefixed(), t).map_err(|_| failed("RSA signature"))
+        self.soft()?
+            .sign(rsa::Pkcs1v15Sign::new_unprefixed(), t)
+            .map_err(|_| failed("RSA signature"))
     }
 
     /// RSASSA-PSS signature of a digest made with `h` (MGF1 with `h` too).
@@ -489,11 +551,13 @@ impl RsaPrivate {
         }
         if let (Some(k), Some(alg)) = (&self.sign, pss_sign_alg(h, salt)) {
             let mut sig = vec![0u8; self.len];
-            k.sign_digest(alg, &lc_digest(h, digest)?, &mut sig).map_err(|_| failed("RSA-PSS signature"))?;
+            k.sign_digest(alg, &lc_digest(h, digest)?, &mut sig)
+                .map_err(|_| failed("RSA-PSS signature"))?;
             return Ok(sig);
         }
         let k = self.soft()?;
-        with_hash!(h, D => k.sign(rsa::Pss::<D>::new_with_salt(salt), digest)).map_err(|_| failed("RSA-PSS signature"))
+        with_hash!(h, D => k.sign(rsa::Pss::<D>::new_with_salt(salt), digest))
+            .map_err(|_| failed("RSA-PSS signature"))
     }
 
     /// RSAES-PKCS1-v1_5 decryption. Every failure is the same
@@ -509,7 +573,10 @@ impl RsaPrivate {
             out.truncate(n);
             return Ok(out);
         }
-        self.soft()?.decrypt(rsa::Pkcs1v15Encrypt, ct).map(Zeroizing::new).map_err(|_| bad())
+        self.soft()?
+            .decrypt(rsa::Pkcs1v15Encrypt, ct)
+            .map(Zeroizing::new)
+            .map_err(|_| bad())
     }
 
     /// RSAES-OAEP decryption with `h` for the label hash and MGF1. Every
@@ -522,12 +589,18 @@ impl RsaPrivate {
         if let (Some(k), Some(alg)) = (self.lc_decrypt(), oaep_alg(h)) {
             let mut out = Zeroizing::new(vec![0u8; k.oaep.min_output_size()]);
             let label = (!label.is_empty()).then_some(label);
-            let n = k.oaep.decrypt(alg, ct, &mut out, label).map_err(|_| bad())?.len();
+            let n = k
+                .oaep
+                .decrypt(alg, ct, &mut out, label)
+                .map_err(|_| bad())?
+                .len();
             out.truncate(n);
             return Ok(out);
         }
         let k = self.soft()?;
-        with_hash!(h, D => k.decrypt(rsa::Oaep::<D>::new_with_label(label.to_vec()), ct)).map(Zeroizing::new).map_err(|_| bad())
+        with_hash!(h, D => k.decrypt(rsa::Oaep::<D>::new_with_label(label.to_vec()), ct))
+            .map(Zeroizing::new)
+            .map_err(|_| bad())
     }
 
     /// The raw private-key operation m^d mod n (`CKM_RSA_X_509`), blinded.
@@ -535,14 +608,16 @@ impl RsaPrivate {
     pub fn raw(&self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let k = self.soft()?;
         let c = raw_input(k.n().as_ref(), input)?;
-        let m = rsa::hazmat::rsa_decrypt_and_check(k, Some(&mut getrandom::SysRng), &c).map_err(|_| failed("RSA private operation"))?;
+        let m = rsa::hazmat::rsa_decrypt_and_check(k, Some(&mut getrandom::SysRng), &c)
+            .map_err(|_| failed("RSA private operation"))?;
         Ok(Zeroizing::new(left_pad(&bytes(&m), self.len)))
     }
 }
 
 fn raw_input(n: &BoxedUint, input: &[u8]) -> Result<BoxedUint> {
-    let c = BoxedUint::from_be_slice(input, n.bits_precision()).map_err(|_| Error::rv(ck::CKR_DATA_LEN_RANGE))?;
-    if &c >= n {
+    let c = BoxedUint::from_be_slice(input, n.bits_precision())
+        .map_err(|_| Error::rv(ck::CKR_DATA_LEN_RANGE))?;
+    if c >= *n {
         return Err(Error::rv(ck::CKR_DATA_INVALID));
     }
     Ok(c)
@@ -580,10 +655,18 @@ pub struct RsaPublic {
     soft: rsa::PublicKey,
 }
 
+#[allow(clippy::len_without_is_empty)]
 impl RsaPublic {
     pub fn from_spki(spki: &[u8]) -> Result<Self> {
-        let soft = rsa::PublicKey::from_public_key_der(spki).map_err(|_| bad_key("RSA public key"))?;
-        Ok(RsaPublic { spki: spki.to_vec(), len: soft.size(), verify: Default::default(), encrypt: OnceLock::new(), soft })
+        let soft =
+            rsa::PublicKey::from_public_key_der(spki).map_err(|_| bad_key("RSA public key"))?;
+        Ok(RsaPublic {
+            spki: spki.to_vec(),
+            len: soft.size(),
+            verify: Default::default(),
+            encrypt: OnceLock::new(),
+            soft,
+        })
     }
 
     /// Modulus length in bytes.
@@ -595,8 +678,14 @@ impl RsaPublic {
         self.len >= LC_RSA_MIN_BYTES
     }
 
-    fn parsed(&self, slot: usize, alg: &'static RsaParameters) -> Option<&lc::signature::ParsedPublicKey> {
-        self.verify[slot].get_or_init(|| lc::signature::ParsedPublicKey::new(alg, &self.spki).ok()).as_ref()
+    fn parsed(
+        &self,
+        slot: usize,
+        alg: &'static RsaParameters,
+    ) -> Option<&lc::signature::ParsedPublicKey> {
+        self.verify[slot]
+            .get_or_init(|| lc::signature::ParsedPublicKey::new(alg, &self.spki).ok())
+            .as_ref()
     }
 
     fn lc_encrypt(&self) -> Option<&LcEncrypt> {
@@ -630,7 +719,9 @@ impl RsaPublic {
                 }
             }
         }
-        self.soft.verify(rsa::Pkcs1v15Sign::new_unprefixed(), t, sig).is_ok()
+        self.soft
+            .verify(rsa::Pkcs1v15Sign::new_unprefixed(), t, sig)
+            .is_ok()
     }
 
     /// Check an RSASSA-PSS signature over a digest made with `h`, with
@@ -640,7 +731,9 @@ impl RsaPublic {
             return false;
         }
         if let (true, Some(alg)) = (self.lc_usable(), pss_verify_alg(h, salt)) {
-            let Ok(d) = lc_digest(h, digest) else { return false };
+            let Ok(d) = lc_digest(h, digest) else {
+                return false;
+            };
             if salt == h.len() {
                 let slot = match h {
                     Hash::Sha256 => 4,
@@ -651,10 +744,13 @@ impl RsaPublic {
                     return k.verify_digest_sig(&d, sig).is_ok();
                 }
             } else {
-                return lc::signature::UnparsedPublicKey::new(alg, &self.spki).verify_digest(&d, sig).is_ok();
+                return lc::signature::UnparsedPublicKey::new(alg, &self.spki)
+                    .verify_digest(&d, sig)
+                    .is_ok();
             }
         }
-        with_hash!(h, D => self.soft.verify(rsa::Pss::<D>::new_with_salt(salt), digest, sig)).is_ok()
+        with_hash!(h, D => self.soft.verify(rsa::Pss::<D>::new_with_salt(salt), digest, sig))
+            .is_ok()
     }
 
     /// RSAES-PKCS1-v1_5 encryption (at most k-11 bytes).
@@ -664,11 +760,17 @@ impl RsaPublic {
         }
         if let Some(k) = self.lc_encrypt() {
             let mut out = vec![0u8; k.pkcs1.ciphertext_size()];
-            let n = k.pkcs1.encrypt(pt, &mut out).map_err(|_| failed("RSA encryption"))?.len();
+            let n = k
+                .pkcs1
+                .encrypt(pt, &mut out)
+                .map_err(|_| failed("RSA encryption"))?
+                .len();
             out.truncate(n);
             return Ok(out);
         }
-        self.soft.encrypt(&mut getrandom::SysRng, rsa::Pkcs1v15Encrypt, pt).map_err(|_| failed("RSA encryption"))
+        self.soft
+            .encrypt(&mut getrandom::SysRng, rsa::Pkcs1v15Encrypt, pt)
+            .map_err(|_| failed("RSA encryption"))
     }
 
     /// Largest OAEP plaintext with hash `h`.
@@ -684,7 +786,11 @@ impl RsaPublic {
         if let (Some(k), Some(alg)) = (self.lc_encrypt(), oaep_alg(h)) {
             let mut out = vec![0u8; k.oaep.ciphertext_size()];
             let label = (!label.is_empty()).then_some(label);
-            let n = k.oaep.encrypt(alg, pt, &mut out, label).map_err(|_| failed("RSA-OAEP encryption"))?.len();
+            let n = k
+                .oaep
+                .encrypt(alg, pt, &mut out, label)
+                .map_err(|_| failed("RSA-OAEP encryption"))?
+                .len();
             out.truncate(n);
             return Ok(out);
         }
@@ -695,7 +801,8 @@ impl RsaPublic {
     /// The raw public-key operation m^e mod n (`CKM_RSA_X_509`), k bytes out.
     pub fn raw(&self, input: &[u8]) -> Result<Vec<u8>> {
         let m = raw_input(self.soft.n().as_ref(), input)?;
-        let c = rsa::hazmat::rsa_encrypt(&self.soft, &m).map_err(|_| failed("RSA public operation"))?;
+        let c =
+            rsa::hazmat::rsa_encrypt(&self.soft, &m).map_err(|_| failed("RSA public operation"))?;
         Ok(left_pad(&bytes(&c), self.len))
     }
 }
@@ -773,7 +880,10 @@ impl Curve {
         let mut v = [0u8; 64];
         if hash.len() >= n {
             if self == Curve::P521 && hash.len() > n {
-                return Err(Error::new(ck::CKR_DATA_LEN_RANGE, "ECDSA P-521 input longer than 64 bytes"));
+                return Err(Error::new(
+                    ck::CKR_DATA_LEN_RANGE,
+                    "ECDSA P-521 input longer than 64 bytes",
+                ));
             }
             v[..n].copy_from_slice(&hash[..n]);
         } else {
@@ -795,8 +905,14 @@ pub struct EcParts {
 }
 
 fn ec_parts(curve: Curve, k: &lc::signature::EcdsaKeyPair) -> Result<EcParts> {
-    let scalar = k.private_key().as_be_bytes().map_err(|_| failed("EC key encoding"))?;
-    let spki = k.public_key().as_der().map_err(|_| failed("EC key encoding"))?;
+    let scalar = k
+        .private_key()
+        .as_be_bytes()
+        .map_err(|_| failed("EC key encoding"))?;
+    let spki = k
+        .public_key()
+        .as_der()
+        .map_err(|_| failed("EC key encoding"))?;
     let pkcs8 = k.to_pkcs8v1().map_err(|_| failed("EC key encoding"))?;
     Ok(EcParts {
         curve,
@@ -809,7 +925,8 @@ fn ec_parts(curve: Curve, k: &lc::signature::EcdsaKeyPair) -> Result<EcParts> {
 
 /// A new EC key pair.
 pub fn ec_generate(curve: Curve) -> Result<EcParts> {
-    let k = lc::signature::EcdsaKeyPair::generate(curve.sign_alg()).map_err(|_| failed("EC key generation"))?;
+    let k = lc::signature::EcdsaKeyPair::generate(curve.sign_alg())
+        .map_err(|_| failed("EC key generation"))?;
     ec_parts(curve, &k)
 }
 
@@ -832,17 +949,23 @@ pub fn ec_parts_from_scalar(curve: Curve, scalar: &[u8]) -> Result<EcParts> {
     }
     let off = s.len() - t.len();
     s[off..].copy_from_slice(t);
-    let k = lc::agreement::PrivateKey::from_private_key(curve.ecdh_alg(), &s).map_err(|_| bad_key("EC private value"))?;
+    let k = lc::agreement::PrivateKey::from_private_key(curve.ecdh_alg(), &s)
+        .map_err(|_| bad_key("EC private value"))?;
     let der: lc::encoding::Pkcs8V1Der = k.as_der().map_err(|_| bad_key("EC private value"))?;
-    let k = lc::signature::EcdsaKeyPair::from_pkcs8(curve.sign_alg(), der.as_ref()).map_err(|_| bad_key("EC private value"))?;
+    let k = lc::signature::EcdsaKeyPair::from_pkcs8(curve.sign_alg(), der.as_ref())
+        .map_err(|_| bad_key("EC private value"))?;
     ec_parts(curve, &k)
 }
 
 /// SubjectPublicKeyInfo of an uncompressed point, after checking that it
 /// lies on the curve.
 pub fn ec_spki(curve: Curve, point: &[u8]) -> Result<Vec<u8>> {
-    let k = lc::signature::ParsedPublicKey::new(curve.verify_alg(), point).map_err(|_| bad_key("EC point"))?;
-    Ok(k.as_der().map_err(|_| bad_key("EC point"))?.as_ref().to_vec())
+    let k = lc::signature::ParsedPublicKey::new(curve.verify_alg(), point)
+        .map_err(|_| bad_key("EC point"))?;
+    Ok(k.as_der()
+        .map_err(|_| bad_key("EC point"))?
+        .as_ref()
+        .to_vec())
 }
 
 /// A parsed EC private key.
@@ -857,7 +980,12 @@ impl EcPrivate {
     pub fn from_pkcs8(der: &[u8]) -> Result<Self> {
         for curve in Curve::ALL {
             if let Ok(sign) = lc::signature::EcdsaKeyPair::from_pkcs8(curve.sign_alg(), der) {
-                return Ok(EcPrivate { curve, der: Zeroizing::new(der.to_vec()), sign, ecdh: OnceLock::new() });
+                return Ok(EcPrivate {
+                    curve,
+                    der: Zeroizing::new(der.to_vec()),
+                    sign,
+                    ecdh: OnceLock::new(),
+                });
             }
         }
         Err(Error::general("stored EC key unreadable"))
@@ -870,7 +998,10 @@ impl EcPrivate {
     /// ECDSA signature r||s over a caller's hash of any length.
     pub fn sign_hash(&self, hash: &[u8]) -> Result<Vec<u8>> {
         let d = self.curve.ecdsa_digest(hash)?;
-        let sig = self.sign.sign_digest(&d).map_err(|_| failed("ECDSA signature"))?;
+        let sig = self
+            .sign
+            .sign_digest(&d)
+            .map_err(|_| failed("ECDSA signature"))?;
         Ok(sig.as_ref().to_vec())
     }
 
@@ -879,13 +1010,19 @@ impl EcPrivate {
     pub fn agree(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let k = self
             .ecdh
-            .get_or_init(|| lc::agreement::PrivateKey::from_private_key_der(self.curve.ecdh_alg(), &self.der).ok())
+            .get_or_init(|| {
+                lc::agreement::PrivateKey::from_private_key_der(self.curve.ecdh_alg(), &self.der)
+                    .ok()
+            })
             .as_ref()
             .ok_or_else(|| Error::general("stored EC key unusable for ECDH"))?;
         let peer = lc::agreement::UnparsedPublicKey::new(self.curve.ecdh_alg(), peer);
-        lc::agreement::agree(k, peer, Error::param_invalid("ECDH public value is not a point of the key's curve"), |s| {
-            Ok(Zeroizing::new(s.to_vec()))
-        })
+        lc::agreement::agree(
+            k,
+            peer,
+            Error::param_invalid("ECDH public value is not a point of the key's curve"),
+            |s| Ok(Zeroizing::new(s.to_vec())),
+        )
     }
 }
 
@@ -923,15 +1060,19 @@ impl EcPublic {
 
 /// Ed25519 public key from its 32-byte seed; also checks the seed length.
 pub fn ed25519_public(seed: &[u8]) -> Result<Vec<u8>> {
-    let k = lc::signature::Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| bad_key("Ed25519 private value"))?;
+    let k = lc::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+        .map_err(|_| bad_key("Ed25519 private value"))?;
     Ok(k.public_key().as_ref().to_vec())
 }
 
 /// A new Ed25519 seed.
 pub fn ed25519_generate() -> Result<Zeroizing<Vec<u8>>> {
-    let k = lc::signature::Ed25519KeyPair::generate().map_err(|_| failed("Ed25519 key generation"))?;
+    let k =
+        lc::signature::Ed25519KeyPair::generate().map_err(|_| failed("Ed25519 key generation"))?;
     let seed = k.seed().map_err(|_| failed("Ed25519 key generation"))?;
-    let bytes: lc::encoding::Curve25519SeedBin = seed.as_be_bytes().map_err(|_| failed("Ed25519 key generation"))?;
+    let bytes: lc::encoding::Curve25519SeedBin = seed
+        .as_be_bytes()
+        .map_err(|_| failed("Ed25519 key generation"))?;
     Ok(Zeroizing::new(bytes.as_ref().to_vec()))
 }
 
@@ -940,7 +1081,9 @@ pub struct Ed25519Private(lc::signature::Ed25519KeyPair);
 
 impl Ed25519Private {
     pub fn from_seed(seed: &[u8]) -> Result<Self> {
-        lc::signature::Ed25519KeyPair::from_seed_unchecked(seed).map(Ed25519Private).map_err(|_| Error::general("stored Ed25519 key unreadable"))
+        lc::signature::Ed25519KeyPair::from_seed_unchecked(seed)
+            .map(Ed25519Private)
+            .map_err(|_| Error::general("stored Ed25519 key unreadable"))
     }
     /// Pure Ed25519 (RFC 8032 §5.1.6).
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
@@ -964,14 +1107,21 @@ impl Ed25519Public {
 
 /// X25519 public value of a 32-byte private value.
 pub fn x25519_public(private: &[u8]) -> Result<Vec<u8>> {
-    let k = lc::agreement::PrivateKey::from_private_key(&lc::agreement::X25519, private).map_err(|_| bad_key("X25519 private value"))?;
-    Ok(k.compute_public_key().map_err(|_| bad_key("X25519 private value"))?.as_ref().to_vec())
+    let k = lc::agreement::PrivateKey::from_private_key(&lc::agreement::X25519, private)
+        .map_err(|_| bad_key("X25519 private value"))?;
+    Ok(k.compute_public_key()
+        .map_err(|_| bad_key("X25519 private value"))?
+        .as_ref()
+        .to_vec())
 }
 
 /// A new X25519 private value.
 pub fn x25519_generate() -> Result<Zeroizing<Vec<u8>>> {
-    let k = lc::agreement::PrivateKey::generate(&lc::agreement::X25519).map_err(|_| failed("X25519 key generation"))?;
-    let b: lc::encoding::Curve25519SeedBin = k.as_be_bytes().map_err(|_| failed("X25519 key generation"))?;
+    let k = lc::agreement::PrivateKey::generate(&lc::agreement::X25519)
+        .map_err(|_| failed("X25519 key generation"))?;
+    let b: lc::encoding::Curve25519SeedBin = k
+        .as_be_bytes()
+        .map_err(|_| failed("X25519 key generation"))?;
     Ok(Zeroizing::new(b.as_ref().to_vec()))
 }
 
@@ -988,6 +1138,11 @@ impl X25519Private {
     /// point) is refused by aws-lc → `CKR_MECHANISM_PARAM_INVALID`.
     pub fn agree(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let peer = lc::agreement::UnparsedPublicKey::new(&lc::agreement::X25519, peer);
-        lc::agreement::agree(&self.0, peer, Error::param_invalid("bad X25519 public value"), |s| Ok(Zeroizing::new(s.to_vec())))
+        lc::agreement::agree(
+            &self.0,
+            peer,
+            Error::param_invalid("bad X25519 public value"),
+            |s| Ok(Zeroizing::new(s.to_vec())),
+        )
     }
 }

@@ -38,7 +38,10 @@ pub fn register(r: &mut Registry) {
     r.add(KeyPairGen);
     r.add(Pkcs1);
     r.add(X509);
-    r.add(Pss { mech: ck::CKM_RSA_PKCS_PSS, hash: None });
+    r.add(Pss {
+        mech: ck::CKM_RSA_PKCS_PSS,
+        hash: None,
+    });
     r.add(Oaep);
     r.add(AesKeyWrap);
     for (mech, hash) in [
@@ -57,20 +60,32 @@ pub fn register(r: &mut Registry) {
         (ck::CKM_SHA384_RSA_PKCS_PSS, Hash::Sha384),
         (ck::CKM_SHA512_RSA_PKCS_PSS, Hash::Sha512),
     ] {
-        r.add(Pss { mech, hash: Some(hash) });
+        r.add(Pss {
+            mech,
+            hash: Some(hash),
+        });
     }
-    r.add_self_test("RSA PKCS#1 v1.5 SHA-256 (fixed key and signature)", self_test_pkcs1);
+    r.add_self_test(
+        "RSA PKCS#1 v1.5 SHA-256 (fixed key and signature)",
+        self_test_pkcs1,
+    );
     r.add_self_test("RSA PSS/OAEP round trip", self_test_round_trip);
 }
 
 fn info(flags: u64) -> MechanismInfo {
-    MechanismInfo { min_key_size: provider::RSA_MIN_BITS as u64, max_key_size: provider::RSA_MAX_BITS as u64, flags }
+    MechanismInfo {
+        min_key_size: provider::RSA_MIN_BITS as u64,
+        max_key_size: provider::RSA_MAX_BITS as u64,
+        flags,
+    }
 }
 
 fn no_param(param: &MechParam) -> Result<()> {
     match param {
         MechParam::None => Ok(()),
-        _ => Err(Error::param_invalid("this RSA mechanism takes no parameter")),
+        _ => Err(Error::param_invalid(
+            "this RSA mechanism takes no parameter",
+        )),
     }
 }
 
@@ -93,7 +108,10 @@ fn public(key: &Key) -> Result<Arc<RsaPublic>> {
 fn wrapping(e: Error) -> Error {
     match e.rv {
         ck::CKR_KEY_TYPE_INCONSISTENT => Error::rv(ck::CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
-        ck::CKR_DATA_LEN_RANGE => Error::new(ck::CKR_KEY_SIZE_RANGE, "key too long to wrap with this RSA key"),
+        ck::CKR_DATA_LEN_RANGE => Error::new(
+            ck::CKR_KEY_SIZE_RANGE,
+            "key too long to wrap with this RSA key",
+        ),
         _ => e,
     }
 }
@@ -116,9 +134,18 @@ impl Mechanism for KeyPairGen {
         ck::CKM_RSA_PKCS_KEY_PAIR_GEN
     }
     fn info(&self) -> MechanismInfo {
-        MechanismInfo { min_key_size: 2048, max_key_size: 8192, flags: ck::CKF_GENERATE_KEY_PAIR }
+        MechanismInfo {
+            min_key_size: 2048,
+            max_key_size: 8192,
+            flags: ck::CKF_GENERATE_KEY_PAIR,
+        }
     }
-    fn generate_key_pair(&self, param: &MechParam, public: &[Attribute], _private: &[Attribute]) -> Result<GeneratedKeyPair> {
+    fn generate_key_pair(
+        &self,
+        param: &MechParam,
+        public: &[Attribute],
+        _private: &[Attribute],
+    ) -> Result<GeneratedKeyPair> {
         no_param(param)?;
         let bits = template_ulong(public, ck::CKA_MODULUS_BITS)?
             .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_MODULUS_BITS missing"))?;
@@ -127,7 +154,10 @@ impl Mechanism for KeyPairGen {
             Some(v) => {
                 let v = &v[v.iter().take_while(|b| **b == 0).count()..];
                 if v.len() > 8 {
-                    return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_PUBLIC_EXPONENT too large"));
+                    return Err(Error::new(
+                        ck::CKR_TEMPLATE_INCONSISTENT,
+                        "CKA_PUBLIC_EXPONENT too large",
+                    ));
                 }
                 v.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b))
             }
@@ -149,12 +179,22 @@ enum Scheme {
 
 /// Parse `CK_RSA_PKCS_OAEP_PARAMS`.
 fn oaep_param(param: &MechParam) -> Result<Scheme> {
-    let MechParam::Oaep { hash, mgf, source, source_data } = param else {
-        return Err(Error::param_invalid("CKM_RSA_PKCS_OAEP needs CK_RSA_PKCS_OAEP_PARAMS"));
+    let MechParam::Oaep {
+        hash,
+        mgf,
+        source,
+        source_data,
+    } = param
+    else {
+        return Err(Error::param_invalid(
+            "CKM_RSA_PKCS_OAEP needs CK_RSA_PKCS_OAEP_PARAMS",
+        ));
     };
     let h = Hash::from_ckm(*hash).ok_or_else(|| Error::param_invalid("unsupported OAEP hash"))?;
     if Hash::from_mgf(*mgf) != Some(h) {
-        return Err(Error::param_invalid("OAEP MGF1 hash must equal the OAEP hash"));
+        return Err(Error::param_invalid(
+            "OAEP MGF1 hash must equal the OAEP hash",
+        ));
     }
     let label = match *source {
         ck::CKZ_DATA_SPECIFIED => source_data.clone(),
@@ -177,10 +217,18 @@ struct RsaCipher {
 
 impl RsaCipher {
     fn encrypt(key: &Key, scheme: Scheme) -> Result<Self> {
-        Ok(RsaCipher { key: CipherKey::Public(public(key)?), scheme, data: Zeroizing::new(Vec::new()) })
+        Ok(RsaCipher {
+            key: CipherKey::Public(public(key)?),
+            scheme,
+            data: Zeroizing::new(Vec::new()),
+        })
     }
     fn decrypt(key: &Key, scheme: Scheme) -> Result<Self> {
-        Ok(RsaCipher { key: CipherKey::Private(private(key)?), scheme, data: Zeroizing::new(Vec::new()) })
+        Ok(RsaCipher {
+            key: CipherKey::Private(private(key)?),
+            scheme,
+            data: Zeroizing::new(Vec::new()),
+        })
     }
     fn k(&self) -> usize {
         match &self.key {
@@ -210,7 +258,9 @@ impl RsaCipher {
                     Scheme::Pkcs1 => k.decrypt_pkcs1(data)?,
                     Scheme::Oaep { hash, label } => k.decrypt_oaep(*hash, label, data)?,
                     Scheme::Raw => k.raw(data).map_err(|e| match e.rv {
-                        ck::CKR_DATA_INVALID | ck::CKR_DATA_LEN_RANGE => Error::rv(ck::CKR_ENCRYPTED_DATA_INVALID),
+                        ck::CKR_DATA_INVALID | ck::CKR_DATA_LEN_RANGE => {
+                            Error::rv(ck::CKR_ENCRYPTED_DATA_INVALID)
+                        }
                         _ => e,
                     })?,
                 };
@@ -223,8 +273,12 @@ impl RsaCipher {
 impl CipherOp for RsaCipher {
     fn oneshot_len(&self, in_len: usize) -> Result<usize> {
         match self.key {
-            CipherKey::Public(_) if in_len > self.max_in() => Err(Error::rv(ck::CKR_DATA_LEN_RANGE)),
-            CipherKey::Private(_) if in_len != self.k() => Err(Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE)),
+            CipherKey::Public(_) if in_len > self.max_in() => {
+                Err(Error::rv(ck::CKR_DATA_LEN_RANGE))
+            }
+            CipherKey::Private(_) if in_len != self.k() => {
+                Err(Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE))
+            }
             _ => Ok(self.k()),
         }
     }
@@ -311,7 +365,10 @@ impl Input {
     }
     fn take(&mut self) -> Result<Zeroizing<Vec<u8>>> {
         match self {
-            Input::Hash(h) => h.take().map(|h| Zeroizing::new(h.finish())).ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED)),
+            Input::Hash(h) => h
+                .take()
+                .map(|h| Zeroizing::new(h.finish()))
+                .ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED)),
             Input::Data(d) => Ok(Zeroizing::new(std::mem::take(&mut **d))),
         }
     }
@@ -341,7 +398,8 @@ impl SignOp for RsaSign {
         self.input.multipart()
     }
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.input.update(data, max_input(self.scheme, self.key.len()))
+        self.input
+            .update(data, max_input(self.scheme, self.key.len()))
     }
     fn finalize(&mut self) -> Result<Vec<u8>> {
         let m = self.input.take()?;
@@ -370,7 +428,8 @@ impl VerifyOp for RsaVerify {
         self.input.multipart()
     }
     fn update(&mut self, data: &[u8]) -> Result<()> {
-        self.input.update(data, max_input(self.scheme, self.key.len()))
+        self.input
+            .update(data, max_input(self.scheme, self.key.len()))
     }
     fn finalize(&mut self, signature: &[u8]) -> Result<()> {
         let m = self.input.take()?;
@@ -388,9 +447,14 @@ impl VerifyOp for RsaVerify {
             }
             SigScheme::Raw => {
                 // s^e mod n must equal the data as an integer (§2.1.10).
-                let recovered = self.key.raw(signature).map_err(|_| Error::rv(ck::CKR_SIGNATURE_INVALID))?;
+                let recovered = self
+                    .key
+                    .raw(signature)
+                    .map_err(|_| Error::rv(ck::CKR_SIGNATURE_INVALID))?;
                 let z = recovered.len() - m.len().min(recovered.len());
-                m.len() <= recovered.len() && recovered[..z].iter().all(|b| *b == 0) && recovered[z..] == m[..]
+                m.len() <= recovered.len()
+                    && recovered[..z].iter().all(|b| *b == 0)
+                    && recovered[z..] == m[..]
             }
         };
         if ok {
@@ -404,13 +468,21 @@ impl VerifyOp for RsaVerify {
 fn sign_op(key: &Key, scheme: SigScheme) -> Result<Box<dyn SignOp>> {
     let key = private(key)?;
     check_salt(scheme, key.len())?;
-    Ok(Box::new(RsaSign { key, scheme, input: Input::new(scheme) }))
+    Ok(Box::new(RsaSign {
+        key,
+        scheme,
+        input: Input::new(scheme),
+    }))
 }
 
 fn verify_op(key: &Key, scheme: SigScheme) -> Result<Box<dyn VerifyOp>> {
     let key = public(key)?;
     check_salt(scheme, key.len())?;
-    Ok(Box::new(RsaVerify { key, scheme, input: Input::new(scheme) }))
+    Ok(Box::new(RsaVerify {
+        key,
+        scheme,
+        input: Input::new(scheme),
+    }))
 }
 
 /// RFC 8017 §9.1.1: emLen ≥ hLen + sLen + 2.
@@ -444,7 +516,14 @@ impl Mechanism for Pkcs1 {
         ck::CKM_RSA_PKCS
     }
     fn info(&self) -> MechanismInfo {
-        info(ck::CKF_ENCRYPT | ck::CKF_DECRYPT | ck::CKF_SIGN | ck::CKF_VERIFY | ck::CKF_WRAP | ck::CKF_UNWRAP)
+        info(
+            ck::CKF_ENCRYPT
+                | ck::CKF_DECRYPT
+                | ck::CKF_SIGN
+                | ck::CKF_VERIFY
+                | ck::CKF_WRAP
+                | ck::CKF_UNWRAP,
+        )
     }
     fn encrypt_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn CipherOp>> {
         Ok(Box::new(Self::encryptor(key, param)?))
@@ -460,15 +539,35 @@ impl Mechanism for Pkcs1 {
         no_param(param)?;
         verify_op(key, SigScheme::Pkcs1Raw)
     }
-    fn wrap_len(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_len: usize) -> Result<usize> {
+    fn wrap_len(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_len: usize,
+    ) -> Result<usize> {
         let c = Self::encryptor(wrapping_key, param).map_err(wrapping)?;
         c.oneshot_len(key_len).map_err(wrapping)
     }
-    fn wrap(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_value: &[u8]) -> Result<Vec<u8>> {
-        Self::encryptor(wrapping_key, param).and_then(|c| c.run(key_value)).map_err(wrapping)
+    fn wrap(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_value: &[u8],
+    ) -> Result<Vec<u8>> {
+        Self::encryptor(wrapping_key, param)
+            .and_then(|c| c.run(key_value))
+            .map_err(wrapping)
     }
-    fn unwrap(&self, param: &MechParam, unwrapping_key: &Arc<Key>, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        Self::decryptor(unwrapping_key, param).and_then(|c| c.run(wrapped)).map(Zeroizing::new).map_err(unwrapping)
+    fn unwrap(
+        &self,
+        param: &MechParam,
+        unwrapping_key: &Arc<Key>,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        Self::decryptor(unwrapping_key, param)
+            .and_then(|c| c.run(wrapped))
+            .map(Zeroizing::new)
+            .map_err(unwrapping)
     }
 }
 
@@ -532,17 +631,28 @@ struct Pss {
 
 impl Pss {
     fn scheme(&self, param: &MechParam) -> Result<SigScheme> {
-        let MechParam::Pss { hash, mgf, salt_len } = param else {
+        let MechParam::Pss {
+            hash,
+            mgf,
+            salt_len,
+        } = param
+        else {
             return Err(Error::param_invalid("PSS needs CK_RSA_PKCS_PSS_PARAMS"));
         };
-        let h = Hash::from_ckm(*hash).ok_or_else(|| Error::param_invalid("unsupported PSS hash"))?;
+        let h =
+            Hash::from_ckm(*hash).ok_or_else(|| Error::param_invalid("unsupported PSS hash"))?;
         if self.hash.is_some_and(|m| m != h) {
-            return Err(Error::param_invalid("PSS hashAlg differs from the mechanism's hash"));
+            return Err(Error::param_invalid(
+                "PSS hashAlg differs from the mechanism's hash",
+            ));
         }
         if Hash::from_mgf(*mgf) != Some(h) {
             return Err(Error::param_invalid("PSS MGF1 hash must equal the hash"));
         }
-        let salt = usize::try_from(*salt_len).ok().filter(|s| *s <= provider::RSA_MAX_BITS / 8).ok_or_else(|| Error::param_invalid("PSS salt too long"))?;
+        let salt = usize::try_from(*salt_len)
+            .ok()
+            .filter(|s| *s <= provider::RSA_MAX_BITS / 8)
+            .ok_or_else(|| Error::param_invalid("PSS salt too long"))?;
         Ok(match self.hash {
             Some(_) => SigScheme::PssHashed(h, salt),
             None => SigScheme::PssRaw(h, salt),
@@ -581,15 +691,35 @@ impl Mechanism for Oaep {
     fn decrypt_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn CipherOp>> {
         Ok(Box::new(RsaCipher::decrypt(key, oaep_param(param)?)?))
     }
-    fn wrap_len(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_len: usize) -> Result<usize> {
+    fn wrap_len(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_len: usize,
+    ) -> Result<usize> {
         let c = RsaCipher::encrypt(wrapping_key, oaep_param(param)?).map_err(wrapping)?;
         c.oneshot_len(key_len).map_err(wrapping)
     }
-    fn wrap(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_value: &[u8]) -> Result<Vec<u8>> {
-        RsaCipher::encrypt(wrapping_key, oaep_param(param)?).and_then(|c| c.run(key_value)).map_err(wrapping)
+    fn wrap(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_value: &[u8],
+    ) -> Result<Vec<u8>> {
+        RsaCipher::encrypt(wrapping_key, oaep_param(param)?)
+            .and_then(|c| c.run(key_value))
+            .map_err(wrapping)
     }
-    fn unwrap(&self, param: &MechParam, unwrapping_key: &Arc<Key>, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        RsaCipher::decrypt(unwrapping_key, oaep_param(param)?).and_then(|c| c.run(wrapped)).map(Zeroizing::new).map_err(unwrapping)
+    fn unwrap(
+        &self,
+        param: &MechParam,
+        unwrapping_key: &Arc<Key>,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        RsaCipher::decrypt(unwrapping_key, oaep_param(param)?)
+            .and_then(|c| c.run(wrapped))
+            .map(Zeroizing::new)
+            .map_err(unwrapping)
     }
 }
 
@@ -601,13 +731,21 @@ struct AesKeyWrap;
 impl AesKeyWrap {
     fn params(param: &MechParam) -> Result<(usize, Scheme)> {
         let MechParam::RsaAesKeyWrap { aes_key_bits, oaep } = param else {
-            return Err(Error::param_invalid("CKM_RSA_AES_KEY_WRAP needs CK_RSA_AES_KEY_WRAP_PARAMS"));
+            return Err(Error::param_invalid(
+                "CKM_RSA_AES_KEY_WRAP needs CK_RSA_AES_KEY_WRAP_PARAMS",
+            ));
         };
         let len = match aes_key_bits {
             128 | 192 | 256 => (*aes_key_bits / 8) as usize,
-            _ => return Err(Error::param_invalid("AES key size must be 128, 192 or 256 bits")),
+            _ => {
+                return Err(Error::param_invalid(
+                    "AES key size must be 128, 192 or 256 bits",
+                ))
+            }
         };
-        let oaep = oaep.as_deref().ok_or_else(|| Error::param_invalid("CKM_RSA_AES_KEY_WRAP needs OAEP parameters"))?;
+        let oaep = oaep
+            .as_deref()
+            .ok_or_else(|| Error::param_invalid("CKM_RSA_AES_KEY_WRAP needs OAEP parameters"))?;
         Ok((len, oaep_param(oaep)?))
     }
 
@@ -623,16 +761,29 @@ impl Mechanism for AesKeyWrap {
     fn info(&self) -> MechanismInfo {
         info(ck::CKF_WRAP | ck::CKF_UNWRAP)
     }
-    fn wrap_len(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_len: usize) -> Result<usize> {
+    fn wrap_len(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_len: usize,
+    ) -> Result<usize> {
         let (_, scheme) = Self::params(param)?;
         let c = RsaCipher::encrypt(wrapping_key, scheme).map_err(wrapping)?;
         Ok(c.k() + Self::kwp_len(key_len))
     }
-    fn wrap(&self, param: &MechParam, wrapping_key: &Arc<Key>, key_value: &[u8]) -> Result<Vec<u8>> {
+    fn wrap(
+        &self,
+        param: &MechParam,
+        wrapping_key: &Arc<Key>,
+        key_value: &[u8],
+    ) -> Result<Vec<u8>> {
         let (aes_len, scheme) = Self::params(param)?;
         let c = RsaCipher::encrypt(wrapping_key, scheme).map_err(wrapping)?;
         if key_value.is_empty() || u32::try_from(key_value.len()).is_err() {
-            return Err(Error::new(ck::CKR_KEY_SIZE_RANGE, "key length unsuitable for AES-KWP"));
+            return Err(Error::new(
+                ck::CKR_KEY_SIZE_RANGE,
+                "key length unsuitable for AES-KWP",
+            ));
         }
         let mut aes = Zeroizing::new(vec![0u8; aes_len]);
         provider::random(&mut aes)?;
@@ -646,22 +797,35 @@ impl Mechanism for AesKeyWrap {
         out.extend_from_slice(&buf[..n]);
         Ok(out)
     }
-    fn unwrap(&self, param: &MechParam, unwrapping_key: &Arc<Key>, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn unwrap(
+        &self,
+        param: &MechParam,
+        unwrapping_key: &Arc<Key>,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let (aes_len, scheme) = Self::params(param)?;
         let c = RsaCipher::decrypt(unwrapping_key, scheme).map_err(unwrapping)?;
         let k = c.k();
-        if wrapped.len() < k + 16 || (wrapped.len() - k) % 8 != 0 {
+        if wrapped.len() < k + 16 || (wrapped.len() - k) & 7 != 0 {
             return Err(Error::rv(ck::CKR_WRAPPED_KEY_LEN_RANGE));
         }
         let aes = Zeroizing::new(c.run(&wrapped[..k]).map_err(unwrapping)?);
         if aes.len() != aes_len {
-            return Err(Error::new(ck::CKR_WRAPPED_KEY_INVALID, "wrapped AES key has the wrong length"));
+            return Err(Error::new(
+                ck::CKR_WRAPPED_KEY_INVALID,
+                "wrapped AES key has the wrong length",
+            ));
         }
         let kek = AesBlock::from_raw(&aes)?;
         let mut out = Zeroizing::new(vec![0u8; wrapped.len() - k - 8]);
         let n = AesKwp::inner_init(kek)
             .unwrap_key(&wrapped[k..], &mut out)
-            .map_err(|_| Error::new(ck::CKR_WRAPPED_KEY_INVALID, "AES-KWP integrity check failed"))?
+            .map_err(|_| {
+                Error::new(
+                    ck::CKR_WRAPPED_KEY_INVALID,
+                    "AES-KWP integrity check failed",
+                )
+            })?
             .len();
         out.truncate(n);
         Ok(out)
@@ -680,7 +844,9 @@ pub(crate) mod kat {
 
     pub fn hex(s: &str) -> Vec<u8> {
         let s: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
-        s.chunks(2).map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap_or("00"), 16).unwrap_or(0)).collect()
+        s.chunks(2)
+            .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap_or("00"), 16).unwrap_or(0))
+            .collect()
     }
 }
 

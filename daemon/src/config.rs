@@ -10,6 +10,8 @@
 //! kind = "soft"          # "soft" (software token); "hsm" later
 //! mode = "standard"      # "gm" (SM-only) later
 //! max_pin_failures = 10
+//! allow_import = true    # keys may come in from outside
+//! min_pending_days = 7   # shortest scheduled-deletion window
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,10 @@ pub struct Config {
     /// Octal permission bits of the socket file.
     #[serde(default = "default_socket_mode")]
     pub socket_mode: String,
+    /// Seconds between runs of the KMS sweeper (scheduled deletions,
+    /// material expiry, automatic rotation).
+    #[serde(default = "default_sweep_secs")]
+    pub kms_sweep_secs: u64,
     #[serde(default = "default_instances", rename = "instance")]
     pub instances: Vec<InstanceConfig>,
 }
@@ -41,6 +47,14 @@ pub struct InstanceConfig {
     /// Wrong PINs in a row before the PIN locks (0 = never).
     #[serde(default = "default_max_pin_failures")]
     pub max_pin_failures: u32,
+    /// Whether keys may be imported (C_CreateObject with material,
+    /// C_UnwrapKey, `p11kms key import`). Default true.
+    #[serde(default = "default_true")]
+    pub allow_import: bool,
+    /// Shortest pending window of a scheduled deletion, in days (7 in
+    /// production; tests may lower it, even to 0).
+    #[serde(default = "default_min_pending_days")]
+    pub min_pending_days: u32,
 }
 
 fn default_socket_mode() -> String {
@@ -55,6 +69,15 @@ fn default_mode() -> String {
 fn default_max_pin_failures() -> u32 {
     10
 }
+fn default_true() -> bool {
+    true
+}
+fn default_min_pending_days() -> u32 {
+    7
+}
+fn default_sweep_secs() -> u64 {
+    60
+}
 fn default_instances() -> Vec<InstanceConfig> {
     vec![InstanceConfig::default_soft()]
 }
@@ -67,6 +90,8 @@ impl InstanceConfig {
             kind: default_kind(),
             mode: default_mode(),
             max_pin_failures: default_max_pin_failures(),
+            allow_import: true,
+            min_pending_days: default_min_pending_days(),
         }
     }
 }
@@ -74,7 +99,13 @@ impl InstanceConfig {
 impl Config {
     /// Zero-config: one software instance `default`.
     pub fn zero(data_dir: PathBuf, socket: PathBuf) -> Self {
-        Config { data_dir, socket, socket_mode: default_socket_mode(), instances: default_instances() }
+        Config {
+            data_dir,
+            socket,
+            socket_mode: default_socket_mode(),
+            kms_sweep_secs: default_sweep_secs(),
+            instances: default_instances(),
+        }
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {

@@ -36,6 +36,7 @@ pub struct Daemon {
     next_session_object: AtomicU64,
     pub connections: AtomicU64,
     pub started: Instant,
+    pub kms: crate::kms::KmsState,
     store: Arc<Mutex<Box<dyn RawStore>>>,
 }
 
@@ -49,7 +50,8 @@ impl Daemon {
         let store = Arc::new(Mutex::new(raw));
         let max_id = store.lock().map_err(|_| Error::general("store lock"))?.max_id()?;
         let next_id = Arc::new(AtomicU64::new(max_id + 1));
-        let registry = Registry::with_defaults();
+        let mut registry = Registry::with_defaults();
+        crate::kms::envelope::register(&mut registry);
         registry.run_self_tests()?;
         let mut instances = Vec::new();
         for (slot, ic) in config.instances.iter().enumerate() {
@@ -57,7 +59,16 @@ impl Daemon {
             let sealed = SealedStore::new(store.clone(), master, &ic.name);
             let model = format!("p11kms {}", ic.kind);
             let token =
-                Token::load(&ic.name, slot as u64, model, ic.max_pin_failures, registry.clone(), sealed, next_id.clone())?;
+                Token::load(
+                &ic.name,
+                slot as u64,
+                model,
+                ic.max_pin_failures,
+                ic.allow_import,
+                registry.clone(),
+                sealed,
+                next_id.clone(),
+            )?;
             tracing::info!(instance = %ic.name, slot, objects = token.object_count(), "instance loaded");
             instances.push(Arc::new(Instance {
                 name: ic.name.clone(),
@@ -75,6 +86,7 @@ impl Daemon {
             next_session_object: AtomicU64::new(SESSION_OBJECT_BASE),
             connections: AtomicU64::new(0),
             started: Instant::now(),
+            kms: crate::kms::KmsState::default(),
             store,
         })
     }

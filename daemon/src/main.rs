@@ -69,6 +69,16 @@ fn main() -> std::process::ExitCode {
             Ok(s) => s,
             Err(e) => return fail(&format!("signal handler: {e}")),
         };
+        let sweeper = daemon.clone();
+        let every = std::time::Duration::from_secs(sweeper.config.kms_sweep_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let d = sweeper.clone();
+                let _ = tokio::task::spawn_blocking(move || p11kmsd::kms::sweep::sweep(&d)).await;
+            }
+        });
         tokio::select! {
             _ = p11kmsd::server::serve(daemon.clone(), listener) => {}
             _ = term.recv() => tracing::info!("SIGTERM received"),

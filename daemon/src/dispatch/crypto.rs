@@ -1,12 +1,13 @@
 //! Encryption, decryption, digesting, signing and verification
 //! (PKCS#11 v3.0 §5.8–§5.12).
 
-use p11kms_protocol::{Mechanism, OutCap, Response};
+use p11kms_protocol::{vendor, Mechanism, OutCap, Response};
 use pkcs11_sys as ck;
 
 use super::{usable_key, visible_object, with_session};
 use crate::access::App;
 use crate::error::{Error, Result};
+use crate::kms::envelope;
 use crate::session::{exact_output, Call, CryptOp, DigestState, SignState, VerifyState};
 
 fn not_init() -> Error {
@@ -19,8 +20,13 @@ pub fn encrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resu
             return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
         }
         let m = s.token.registry.get(mech.mech)?.clone();
-        let (_, k) = usable_key(app, s, key, ck::CKA_ENCRYPT, mech.mech)?;
-        s.encrypt = Some(CryptOp::new(m.encrypt_init(&k, &mech.param)?));
+        let (o, k) = usable_key(app, s, key, ck::CKA_ENCRYPT, mech.mech)?;
+        let op = if mech.mech == vendor::CKM_P11KMS_AES_GCM_ENVELOPE {
+            envelope::encrypt_init(&o, &mech.param)?
+        } else {
+            m.encrypt_init(&k, &mech.param)?
+        };
+        s.encrypt = Some(CryptOp::new(op));
         Ok(Response::Ok)
     })
 }
@@ -49,8 +55,13 @@ pub fn decrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resu
             return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
         }
         let m = s.token.registry.get(mech.mech)?.clone();
-        let (_, k) = usable_key(app, s, key, ck::CKA_DECRYPT, mech.mech)?;
-        s.decrypt = Some(CryptOp::new(m.decrypt_init(&k, &mech.param)?));
+        let (o, k) = usable_key(app, s, key, ck::CKA_DECRYPT, mech.mech)?;
+        let op = if mech.mech == vendor::CKM_P11KMS_AES_GCM_ENVELOPE {
+            envelope::decrypt_init(s.token.clone(), &o, &mech.param)?
+        } else {
+            m.decrypt_init(&k, &mech.param)?
+        };
+        s.decrypt = Some(CryptOp::new(op));
         Ok(Response::Ok)
     })
 }

@@ -99,8 +99,22 @@ fn secret_from_material(
 ) -> Result<u64> {
     let class = object::template_ulong(template, ck::CKA_CLASS)?
         .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS missing"))?;
+    if !s.token.allow_import {
+        return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "this instance only takes keys generated inside it"));
+    }
+    if class == ck::CKO_PRIVATE_KEY {
+        // PKCS#8 under AES-KWP / AES-CBC-PAD / ...
+        let (kt, der, extra) = crate::mech::asym::private_from_pkcs8(&value)?;
+        let mut attrs = object::build(template, Some(ck::CKO_PRIVATE_KEY), Some(kt), Origin::Unwrap, actor(app, s))?;
+        for (t, v) in extra {
+            attrs.set(t, v);
+        }
+        attrs.set(INTERNAL_DER, der.to_vec());
+        object::finish_key(&mut attrs, Origin::Unwrap, None, &object::new_key_id());
+        return store_object(d, app, s, attrs);
+    }
     if class != ck::CKO_SECRET_KEY {
-        return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "only secret keys can be unwrapped or derived here yet"));
+        return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "only secret and private keys can be unwrapped"));
     }
     let kt = object::template_ulong(template, ck::CKA_KEY_TYPE)?
         .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing"))?;

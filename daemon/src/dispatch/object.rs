@@ -32,8 +32,12 @@ pub(crate) fn store_object(d: &Daemon, app: &App, s: &Session, attrs: Attrs) -> 
     }
 }
 
-/// Check that this session may change or destroy `o`.
+/// Check that this session may change or destroy `o`. Service keys belong
+/// to their service: nobody changes or destroys them.
 fn check_writable(app: &App, s: &Session, o: &Object) -> Result<()> {
+    if o.attrs().bool(p11kms_protocol::vendor::CKA_P11KMS_SERVICE_KEY) {
+        return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "service keys cannot be changed or destroyed"));
+    }
     if o.token && !s.rw {
         return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
     }
@@ -45,15 +49,40 @@ fn check_writable(app: &App, s: &Session, o: &Object) -> Result<()> {
 
 pub fn create(d: &Daemon, app: &App, session: u64, template: &[Attribute]) -> Result<Response> {
     with_session(app, session, |s| {
-        let class = object::template_ulong(template, ck::CKA_CLASS)?;
-        if matches!(class, Some(ck::CKO_PUBLIC_KEY) | Some(ck::CKO_PRIVATE_KEY)) {
-            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "importing asymmetric keys is not supported yet"));
-        }
         let mut attrs = object::build(template, None, None, Origin::Create, actor(app, s))?;
-        if attrs.class() == ck::CKO_SECRET_KEY {
-            let kt = attrs.key_type().unwrap_or(u64::MAX);
-            let len = attrs.get(ck::CKA_VALUE).map_or(0, <[u8]>::len);
-            object::check_secret_value(kt, len)?;
+        let class = attrs.class();
+        if matches!(class, ck::CKO_SECRET_KEY | ck::CKO_PRIVATE_KEY) && !s.token.allow_import {
+            return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "this instance only takes keys generated inside it"));
+        }
+        let kt = attrs.key_type().unwrap_or(u64::MAX);
+        match class {
+            ck::CKO_SECRET_KEY => {
+                let len = attrs.get(ck::CKA_VALUE).map_or(0, <[u8]>::len);
+                object::check_secret_value(kt, len)?;
+            }
+            ck::CKO_PRIVATE_KEY => {
+                let (der, extra) = {
+                    let get = |t: u64| attrs.get(t).map(<[u8]>::to_vec);
+                    crate::mech::asym::private_from_attrs(kt, &get)?
+                };
+                for (t, v) in extra {
+                    attrs.set(t, v);
+                }
+                attrs.set(object::INTERNAL_DER, der.to_vec());
+            }
+            ck::CKO_PUBLIC_KEY => {
+                let (der, extra) = {
+                    let get = |t: u64| attrs.get(t).map(<[u8]>::to_vec);
+                    crate::mech::asym::public_from_attrs(kt, &get)?
+                };
+                for (t, v) in extra {
+                    attrs.set(t, v);
+                }
+                attrs.set(object::INTERNAL_DER, der);
+            }
+            _ => {}
+        }
+        if attrs.key_type().is_some() {
             object::finish_key(&mut attrs, Origin::Create, None, &object::new_key_id());
         }
         Ok(Response::Handle(store_object(d, app, s, attrs)?))
@@ -63,7 +92,7 @@ pub fn create(d: &Daemon, app: &App, session: u64, template: &[Attribute]) -> Re
 pub fn copy(d: &Daemon, app: &App, session: u64, handle: u64, template: &[Attribute]) -> Result<Response> {
     with_session(app, session, |s| {
         let o = visible_object(app, s, handle)?;
-        if !o.attrs().bool(ck::CKA_COPYABLE) {
+        if !o.attrs().bool(ck::CKA_COPYABLE) || o.attrs().bool(p11kms_protocol::vendor::CKA_P11KMS_SERVICE_KEY) {
             return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "object is not copyable"));
         }
         let attrs = o.updated(template, actor(app, s), true)?;

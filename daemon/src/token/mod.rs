@@ -113,6 +113,8 @@ pub struct Token {
     pub slot: u64,
     pub model: String,
     pub max_pin_failures: u32,
+    /// Whether key material may come in from outside (instance setting).
+    pub allow_import: bool,
     pub registry: Registry,
     state: Mutex<TokenState>,
     /// Serializes PIN checks so parallel guesses cannot outrun the counter.
@@ -131,6 +133,7 @@ impl Token {
         slot: u64,
         model: String,
         max_pin_failures: u32,
+        allow_import: bool,
         registry: Registry,
         store: SealedStore,
         next_id: Arc<AtomicU64>,
@@ -162,6 +165,7 @@ impl Token {
             slot,
             model,
             max_pin_failures,
+            allow_import,
             registry,
             state: Mutex::new(state),
             pin_lock: Mutex::new(()),

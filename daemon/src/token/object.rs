@@ -2,7 +2,7 @@
 //! [`super::attrs`], with the key material exposed to mechanisms as a cached
 //! [`Key`].
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
 use p11kms_protocol::{vendor, AttrResult, Attribute};
 use pkcs11_sys as ck;
@@ -52,6 +52,12 @@ impl Attrs {
     }
     pub fn set_ulong(&mut self, ty: u64, v: u64) {
         self.set(ty, v.to_le_bytes().to_vec());
+    }
+    pub fn remove(&mut self, ty: u64) {
+        if let Ok(i) = self.0.binary_search_by_key(&ty, |(t, _)| *t) {
+            let (_, mut v) = self.0.remove(i);
+            v.zeroize();
+        }
     }
     fn set_default(&mut self, ty: u64, value: Vec<u8>) {
         if !self.has(ty) {
@@ -354,6 +360,19 @@ pub fn new_key_id() -> String {
     format!("key-{}", uuid::Uuid::new_v4())
 }
 
+/// Recompute `CKA_CHECK_VALUE` (and `CKA_VALUE_LEN`) after a secret key's
+/// material changed (rotation, import).
+pub fn refresh_check_value(a: &mut Attrs) {
+    let kcv = match (a.key_type(), a.get(ck::CKA_VALUE)) {
+        (Some(ck::CKK_AES), Some(v)) if !v.is_empty() => aes_kcv(v),
+        _ => Vec::new(),
+    };
+    a.set(ck::CKA_CHECK_VALUE, kcv);
+    if let Some(len) = a.get(ck::CKA_VALUE).map(<[u8]>::len).filter(|l| *l > 0) {
+        a.set_ulong(ck::CKA_VALUE_LEN, len as u64);
+    }
+}
+
 /// AES key check value: the first 3 bytes of the encryption of a zero block
 /// (PKCS#11 v3.0 §4.10, `CKA_CHECK_VALUE`).
 fn aes_kcv(key: &[u8]) -> Vec<u8> {
@@ -376,7 +395,8 @@ pub struct Object {
     pub private: bool,
     pub class: u64,
     attrs: RwLock<Attrs>,
-    key: OnceLock<Arc<Key>>,
+    /// Expanded key material, dropped whenever the attributes change.
+    key: RwLock<Option<Arc<Key>>>,
 }
 
 impl Object {
@@ -387,7 +407,7 @@ impl Object {
             private: attrs.bool(ck::CKA_PRIVATE),
             class: attrs.class(),
             attrs: RwLock::new(attrs),
-            key: OnceLock::new(),
+            key: RwLock::new(None),
         }
     }
 
@@ -406,7 +426,7 @@ impl Object {
 
     /// Key material for mechanisms, built once.
     pub fn key(&self) -> Result<Arc<Key>> {
-        if let Some(k) = self.key.get() {
+        if let Some(k) = self.key.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
             return Ok(k.clone());
         }
         if !self.is_key() {
@@ -419,7 +439,10 @@ impl Object {
             _ => a.get(INTERNAL_DER).unwrap_or_default().to_vec(),
         };
         let k = Arc::new(Key::new(self.class, kt, Zeroizing::new(value)));
-        Ok(self.key.get_or_init(|| k).clone())
+        // Still holding the attribute lock: a concurrent replace() cannot
+        // slip in between reading the value and caching its expansion.
+        *self.key.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(k.clone());
+        Ok(k)
     }
 
     /// `C_GetAttributeValue` for one attribute.
@@ -486,7 +509,9 @@ impl Object {
 
     /// Replace the attributes (after a successful store write).
     pub fn replace(&self, attrs: Attrs) {
-        *self.attrs_mut() = attrs;
+        let mut a = self.attrs_mut();
+        *self.key.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *a = attrs;
     }
 
     /// Does the object match every attribute of a find template?

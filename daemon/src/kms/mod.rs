@@ -227,3 +227,6 @@ pub fn describe(token: &Token, primary: &Object) -> KeyMetadata {
 pub fn event(instance: &str, key_id: &str, what: &str) {
     tracing::info!(target: "p11kms::kms", instance, key_id, event = what, "key lifecycle");
 }
+
+#[cfg(test)]
+mod tests;

@@ -334,11 +334,7 @@ pub fn finish_key(a: &mut Attrs, origin: Origin, gen_mech: Option<u64>, key_id: 
     if class == ck::CKO_SECRET_KEY {
         let len = a.get(ck::CKA_VALUE).map_or(0, <[u8]>::len) as u64;
         a.set_ulong(ck::CKA_VALUE_LEN, len);
-        let kcv = match (a.key_type(), a.get(ck::CKA_VALUE)) {
-            (Some(ck::CKK_AES), Some(v)) => aes_kcv(v),
-            _ => Vec::new(),
-        };
-        a.set(ck::CKA_CHECK_VALUE, kcv);
+        refresh_check_value(a);
     }
     a.set_ulong(
         vendor::CKA_P11KMS_ORIGIN,

@@ -62,6 +62,27 @@ CERT_IDS=$(ids 'Certificate Object')
 check_eq "each certificate has the CKA_ID of a private key ($CERT_IDS)" "$CERT_IDS" "$(ids 'Private Key Object')"
 check_eq "two distinct certificate ids" "$(printf '%s\n' $CERT_IDS | sort -u | wc -l)" 2
 
+section "keys made by pkcs11-tool, certificates attached (pkcs11-tool --write-object --type cert)"
+# Java lists a private key only with a certificate under the same CKA_ID.
+openssl req -new -x509 -newkey rsa:2048 -nodes -keyout "$WORK/ca.key" -subj "/CN=p11kms test CA" \
+  -days 30 -out "$WORK/ca.pem" >/dev/null 2>&1
+for k in 31:p11tool-rsa:rsa:2048 32:p11tool-ec:EC:prime256v1; do
+  IFS=: read -r id alias kt_type kt_size <<<"$k"
+  check "pkcs11-tool --keypairgen $kt_type:$kt_size --id $id --label $alias" \
+    p11 --token-label "$LABEL" --login --pin "$PIN" --keypairgen --key-type "$kt_type:$kt_size" --id "$id" --label "$alias"
+  check "certificate for it (openssl x509 -force_pubkey), written with --id $id" bash -c "
+    pkcs11-tool --module '$MODULE' --token-label '$LABEL' --read-object --type pubkey --id $id -o '$WORK/$alias.pub.der' &&
+    openssl pkey -pubin -inform DER -in '$WORK/$alias.pub.der' -out '$WORK/$alias.pub.pem' &&
+    openssl req -new -key '$WORK/ca.key' -subj '/CN=$alias' -out '$WORK/$alias.csr' &&
+    openssl x509 -req -in '$WORK/$alias.csr' -CA '$WORK/ca.pem' -CAkey '$WORK/ca.key' -CAcreateserial \
+      -force_pubkey '$WORK/$alias.pub.pem' -days 30 -outform DER -out '$WORK/$alias.cert.der' &&
+    pkcs11-tool --module '$MODULE' --token-label '$LABEL' --login --pin '$PIN' \
+      --write-object '$WORK/$alias.cert.der' --type cert --id $id --label $alias"
+done
+kt -list >"$WORK/list2.txt" 2>&1
+check "keytool -list shows p11tool-rsa and p11tool-ec as PrivateKeyEntry" bash -c \
+  "grep -q '^p11tool-rsa, PrivateKeyEntry' '$WORK/list2.txt' && grep -q '^p11tool-ec, PrivateKeyEntry' '$WORK/list2.txt'"
+
 section "P11Check.java"
 mkdir -p "$WORK/classes"
 if javac -d "$WORK/classes" "$CONF_DIR/java/P11Check.java" >"$WORK/javac.out" 2>&1; then

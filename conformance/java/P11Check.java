@@ -2,7 +2,8 @@
 //   java -cp DIR P11Check CONFIG PIN
 // The token already holds, made by keytool: an RSA key pair "rsa" and an EC
 // P-256 key pair "ec" (each with its self-signed certificate) and an AES-256
-// key "aes". Every token operation is checked against a software provider
+// key "aes"; made by pkcs11-tool, with certificates attached under the same
+// CKA_ID: "p11tool-rsa" and "p11tool-ec". Every token operation is checked against a software provider
 // (SunJCE, SunRsaSign, SunEC). Prints PASS/FAIL/SKIP lines and a summary;
 // exits 1 if anything failed.
 import java.nio.charset.StandardCharsets;
@@ -47,6 +48,7 @@ public class P11Check {
         Collections.sort(aliases);
         System.out.println("aliases: " + aliases);
         check("keystore lists rsa, ec and aes", aliases.containsAll(List.of("rsa", "ec", "aes")));
+        check("keystore lists p11tool-rsa and p11tool-ec", aliases.containsAll(List.of("p11tool-rsa", "p11tool-ec")));
 
         byte[] data = new byte[3000];
         new SecureRandom().nextBytes(data);
@@ -84,9 +86,13 @@ public class P11Check {
         // ---- signatures ----------------------------------------------------
         sign(p, ks, pin, "rsa", "SHA256withRSA", null, "SunRsaSign", data, other);
         sign(p, ks, pin, "ec", "SHA256withECDSA", null, "SunEC", data, other);
+        // Key pairs made by pkcs11-tool with a certificate attached by
+        // `pkcs11-tool --write-object --type cert --id` (java.sh).
+        sign(p, ks, pin, "p11tool-rsa", "SHA256withRSA", null, "SunRsaSign", data, other);
+        sign(p, ks, pin, "p11tool-ec", "SHA256withECDSA", null, "SunEC", data, other);
         if (p.getService("Signature", "RSASSA-PSS") != null) {
             PSSParameterSpec pss = new PSSParameterSpec("SHA-256", "MGF1", MGF1ParameterSpec.SHA256, 32, 1);
-            sign(p, ks, pin, "rsa", "RSASSA-PSS", pss, "SunRsaSign", data, other);
+            sign(p, ks, pin, "p11tool-rsa", "RSASSA-PSS", pss, "SunRsaSign", data, other);
         } else {
             System.out.println("SKIP  RSASSA-PSS (not offered by SunPKCS11 for this token)");
         }
@@ -94,7 +100,7 @@ public class P11Check {
             PSSParameterSpec pss = new PSSParameterSpec("SHA-256", "MGF1", MGF1ParameterSpec.SHA256, 32, 1);
             // Software verifies with the generic name and the same parameters.
             step("SHA256withRSASSA-PSS", () -> {
-                PrivateKey k = (PrivateKey) ks.getKey("rsa", pin);
+                PrivateKey k = (PrivateKey) ks.getKey("p11tool-rsa", pin);
                 Signature t = Signature.getInstance("SHA256withRSASSA-PSS", p);
                 t.setParameter(pss);
                 t.initSign(k);
@@ -102,7 +108,7 @@ public class P11Check {
                 byte[] sig = t.sign();
                 Signature v = Signature.getInstance("RSASSA-PSS", "SunRsaSign");
                 v.setParameter(pss);
-                v.initVerify(ks.getCertificate("rsa").getPublicKey());
+                v.initVerify(ks.getCertificate("p11tool-rsa").getPublicKey());
                 v.update(data);
                 check("SHA256withRSASSA-PSS signature verified by SunRsaSign", v.verify(sig));
             });
@@ -110,10 +116,10 @@ public class P11Check {
 
         // ---- RSA decryption ------------------------------------------------
         step("RSA/ECB/PKCS1Padding decryption on the token", () -> {
-            PrivateKey k = (PrivateKey) ks.getKey("rsa", pin);
+            PrivateKey k = (PrivateKey) ks.getKey("p11tool-rsa", pin);
             byte[] msg = Arrays.copyOf(data, 100);
             Cipher s = Cipher.getInstance("RSA/ECB/PKCS1Padding", "SunJCE");
-            s.init(Cipher.ENCRYPT_MODE, ks.getCertificate("rsa").getPublicKey());
+            s.init(Cipher.ENCRYPT_MODE, ks.getCertificate("p11tool-rsa").getPublicKey());
             byte[] ct = s.doFinal(msg);
             Cipher t = Cipher.getInstance("RSA/ECB/PKCS1Padding", p);
             t.init(Cipher.DECRYPT_MODE, k);

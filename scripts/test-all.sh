@@ -20,7 +20,7 @@ TOTAL_FAILED=0
 SUMMARY=()
 
 PACKAGES=(opensc softhsm2 p11-kit libnss3-tools libengine-pkcs11-openssl gnutls-bin
-          cryptsetup-bin python3-pykcs11)
+          cryptsetup-bin python3-pykcs11 systemd)
 # What building the workspace needs on a bare Debian 12 (C compiler for the
 # bundled SQLite and aws-lc, curl for rustup when there is no cargo yet).
 BUILD_PACKAGES=(build-essential pkg-config curl ca-certificates)

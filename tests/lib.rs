@@ -77,9 +77,19 @@ pub fn cli_path() -> PathBuf {
 }
 
 /// Serializes the tests of one binary: the module's state is per process.
+/// Also calls `C_Finalize` (result ignored), so that a test that failed
+/// half-way does not leave the next one with CKR_CRYPTOKI_ALREADY_INITIALIZED.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = module().finalize();
+    g
+}
+
+/// The module, loaded once for the life of the test process (never dlclosed).
+pub fn module() -> &'static Raw {
+    static MODULE: std::sync::OnceLock<Raw> = std::sync::OnceLock::new();
+    MODULE.get_or_init(Raw::load)
 }
 
 /// Runs `f` on a helper thread and panics if it takes longer than `secs`:

@@ -340,6 +340,34 @@ unsafe fn get_interface(
     if chosen.0.flags & flags != flags {
         return Err(CKR_ARGUMENTS_BAD);
     }
-    *out = (&raw const chosen.0).cast_mut();
+    *out = handed_out(index);
     Ok(())
+}
+
+/// Writable copies of [`INTERFACES`] handed out by `C_GetInterface`.
+///
+/// Callers may write through the returned pointer: OpenSC's pkcs11-spy
+/// replaces `pFunctionList` with its own table. Handing out a pointer into
+/// read-only memory made such callers crash, so each call refreshes a
+/// writable copy (under a lock) and returns that.
+struct HandedOut(std::cell::UnsafeCell<[CK_INTERFACE; 2]>);
+
+// SAFETY: the cells are only written while HANDED_OUT_LOCK is held; what a
+// caller does with the memory afterwards is its own business, as with any
+// module that returns a mutable static (OpenSC, SoftHSM).
+unsafe impl Sync for HandedOut {}
+
+static HANDED_OUT: HandedOut = HandedOut(std::cell::UnsafeCell::new([INTERFACES[0].0, INTERFACES[1].0]));
+static HANDED_OUT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn handed_out(index: usize) -> CK_INTERFACE_PTR {
+    let _g = HANDED_OUT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let base = HANDED_OUT.0.get().cast::<CK_INTERFACE>();
+    // SAFETY: index < 2 (chosen from INTERFACES), the cell is static and
+    // writes are serialized by the lock.
+    unsafe {
+        let slot = base.add(index);
+        slot.write(INTERFACES[index].0);
+        slot
+    }
 }

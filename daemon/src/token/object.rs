@@ -477,7 +477,12 @@ impl Object {
             let v = normalize(&rule, v);
             let cur = a.get(attr.ty).map(<[u8]>::to_vec);
             let copy_settable = copy && matches!(attr.ty, ck::CKA_TOKEN | ck::CKA_PRIVATE | ck::CKA_MODIFIABLE);
-            if rule.flags & f::TOKEN_ONLY != 0 || (rule.flags & f::FIXED != 0 && !copy_settable) {
+            if rule.flags & f::TOKEN_ONLY != 0 {
+                // Computed by the token (CKA_LOCAL, origin, ...): never
+                // settable, not even to the value it already has.
+                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} is set by the token", attr.ty)));
+            }
+            if rule.flags & f::FIXED != 0 && !copy_settable {
                 if cur.as_deref() == Some(v.as_slice()) {
                     continue;
                 }

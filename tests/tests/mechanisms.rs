@@ -614,6 +614,74 @@ fn known_answers_for_the_first_slice() {
         fail("GCM C_EncryptInit failed".into());
     }
 
+    // GCM with a 96-bit tag: the tag is the first 12 bytes of the 128-bit one.
+    let mut gcm_iv = hex("cafebabefacedbaddecaf888");
+    let mut aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+    let mut params = CK_GCM_PARAMS {
+        pIv: gcm_iv.as_mut_ptr(),
+        ulIvLen: 12,
+        ulIvBits: 96,
+        pAAD: aad.as_mut_ptr(),
+        ulAADLen: 20,
+        ulTagBits: 96,
+    };
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_AES_GCM,
+        pParameter: (&mut params as *mut CK_GCM_PARAMS).cast(),
+        ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+    };
+    expect(
+        "AES-GCM with a 96-bit tag",
+        t.encrypt(&mut m, gk, &p),
+        &want[..want.len() - 8],
+    );
+
+    // Multi-part digest and C_DigestKey.
+    let mut m = mech(CKM_SHA256);
+    if p11!(raw, C_DigestInit, s, &mut m) == CKR_OK {
+        let mut a = b"a".to_vec();
+        let mut bc = b"bc".to_vec();
+        let r1 = p11!(raw, C_DigestUpdate, s, a.as_mut_ptr(), 1);
+        let r2 = p11!(raw, C_DigestUpdate, s, bc.as_mut_ptr(), 2);
+        let mut out = [0u8; 32];
+        let mut len: CK_ULONG = 32;
+        let r3 = p11!(raw, C_DigestFinal, s, out.as_mut_ptr(), &mut len);
+        if (r1, r2, r3) != (CKR_OK, CKR_OK, CKR_OK) {
+            fail(format!(
+                "multi-part SHA-256: {} {} {}",
+                rv_name(r1),
+                rv_name(r2),
+                rv_name(r3)
+            ));
+        } else {
+            expect(
+                "multi-part SHA-256(a|bc)",
+                Ok(out.to_vec()),
+                "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            );
+        }
+    }
+    let mut m = mech(CKM_SHA256);
+    if p11!(raw, C_DigestInit, s, &mut m) == CKR_OK {
+        let r1 = p11!(raw, C_DigestKey, s, k);
+        let mut out = [0u8; 32];
+        let mut len: CK_ULONG = 32;
+        let r2 = p11!(raw, C_DigestFinal, s, out.as_mut_ptr(), &mut len);
+        if (r1, r2) != (CKR_OK, CKR_OK) {
+            fail(format!(
+                "C_DigestKey: {} / C_DigestFinal: {}",
+                rv_name(r1),
+                rv_name(r2)
+            ));
+        } else {
+            expect(
+                "SHA-256 of a key's value via C_DigestKey",
+                Ok(out.to_vec()),
+                "d4ffb8b77f7d6b26196e9a070e983f6701a4c42dec813d4de1a535d20a7df536",
+            );
+        }
+    }
+
     // Key generation: AES 16/24/32 and generic secret.
     for len in [16u64, 24, 32] {
         let mut tmpl = Template::new()

@@ -521,14 +521,13 @@ fn run_threads(
 /// RSS of the daemon holding 100,000 token keys, and its restart time.
 fn big(peer: &Peer, main: &Sess, shared: &mut Shared, daemon: &mut Daemon) -> BigReport {
     let mut b = BigReport::default();
-    let t0 = Instant::now();
     let made = cases::prepare(cases::Id::Find100k, peer, main, shared, true);
     if let Err(Skip::Na(e) | Skip::Fail(e)) = made {
         b.error = Some(format!("making 100,000 token keys: {e}"));
         return b;
     }
     b.objects = cases::FIND_BIG as u64;
-    b.prepare_s = t0.elapsed().as_secs_f64();
+    b.prepare_s = shared.find_big_secs;
     b.rss_kib = daemon.pid().and_then(setup::rss_kib);
     daemon.stop();
     match daemon.start() {

@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use cipher::block_padding::{Padding, Pkcs7};
 use cipher::common::InnerInit;
+use cipher::consts::U16;
 use cipher::{
-    Array, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, StreamCipher, StreamCipherCoreWrapper,
+    Array, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit,
+    StreamCipher, StreamCipherCoreWrapper,
 };
 use p11kms_protocol::{MechParam, MechanismInfo};
 use pkcs11_sys as ck;
@@ -26,6 +28,28 @@ pub use block::AesBlock;
 
 /// AES block size in bytes.
 pub const BLOCK: usize = 16;
+
+/// A 128-bit block cipher the modes of this file run on: [`AesBlock`], and
+/// SM4 (`mech::sm4`), which reuses ECB/CBC/CBC-PAD/CTR from here.
+pub trait Block16:
+    BlockCipherEncrypt<BlockSize = U16>
+    + BlockCipherDecrypt<BlockSize = U16>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<C> Block16 for C where
+    C: BlockCipherEncrypt<BlockSize = U16>
+        + BlockCipherDecrypt<BlockSize = U16>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// `CK_MECHANISM_INFO` of an AES mechanism with the given flags.
 pub fn info(flags: u64) -> MechanismInfo {
@@ -100,7 +124,7 @@ pub fn no_param(param: &MechParam) -> Result<()> {
 }
 
 /// The 16-byte IV of CBC and CBC-PAD.
-fn iv_param(param: &MechParam) -> Result<[u8; BLOCK]> {
+pub fn iv_param(param: &MechParam) -> Result<[u8; BLOCK]> {
     match param {
         MechParam::Bytes(iv) => iv.as_slice().try_into().map_err(|_| {
             Error::param_invalid(format!("AES IV must be 16 bytes, got {}", iv.len()))
@@ -109,8 +133,9 @@ fn iv_param(param: &MechParam) -> Result<[u8; BLOCK]> {
     }
 }
 
+/// The block modes of [`BlockOp`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
+pub enum Mode {
     Ecb,
     Cbc,
     CbcPad,
@@ -218,14 +243,14 @@ impl AesMode {
 }
 
 /// The running chain of a block mode.
-enum Engine {
-    EcbEnc(ecb::Encryptor<AesBlock>),
-    EcbDec(ecb::Decryptor<AesBlock>),
-    CbcEnc(cbc::Encryptor<AesBlock>),
-    CbcDec(cbc::Decryptor<AesBlock>),
+enum Engine<C: Block16> {
+    EcbEnc(ecb::Encryptor<C>),
+    EcbDec(ecb::Decryptor<C>),
+    CbcEnc(cbc::Encryptor<C>),
+    CbcDec(cbc::Decryptor<C>),
 }
 
-impl Engine {
+impl<C: Block16> Engine<C> {
     /// Encrypt or decrypt whole blocks in place; `data.len()` is a multiple
     /// of [`BLOCK`].
     fn process(&mut self, data: &mut [u8]) {
@@ -240,18 +265,19 @@ impl Engine {
     }
 }
 
-/// One ECB/CBC/CBC-PAD encryption or decryption.
-struct BlockOp {
+/// One ECB/CBC/CBC-PAD encryption or decryption over the cipher `C`.
+pub struct BlockOp<C: Block16 = AesBlock> {
     mode: Mode,
     encrypt: bool,
-    engine: Engine,
+    engine: Engine<C>,
     /// Input not yet processed: a partial block, or for CBC-PAD decryption
     /// up to one full block held back for the padding check.
     pending: Zeroizing<Vec<u8>>,
 }
 
-impl BlockOp {
-    fn new(mode: Mode, encrypt: bool, cipher: AesBlock, param: &MechParam) -> Result<Self> {
+impl<C: Block16> BlockOp<C> {
+    /// Start a block mode; `param` is the IV of CBC/CBC-PAD, none for ECB.
+    pub fn new(mode: Mode, encrypt: bool, cipher: C, param: &MechParam) -> Result<Self> {
         let engine = match mode {
             Mode::Ecb => {
                 no_param(param)?;
@@ -297,7 +323,7 @@ impl BlockOp {
     }
 }
 
-impl CipherOp for BlockOp {
+impl<C: Block16> CipherOp for BlockOp<C> {
     fn oneshot_len(&self, in_len: usize) -> Result<usize> {
         match (self.mode, self.encrypt) {
             (Mode::CbcPad, true) => Ok(in_len / BLOCK * BLOCK + BLOCK),
@@ -391,16 +417,17 @@ impl Mechanism for AesCtr {
     }
 }
 
-/// One CTR encryption or decryption (the same operation).
-struct CtrOp {
-    cipher: AesBlock,
+/// One CTR encryption or decryption (the same operation) over the cipher
+/// `C`, with `CK_AES_CTR_PARAMS` semantics (also used by SM4-CTR).
+pub struct CtrOp<C: Block16 = AesBlock> {
+    cipher: C,
     encrypt: bool,
     /// The counter block the next segment starts from.
     next_block: [u8; BLOCK],
     /// Width of the counter field in bits.
     bits: u32,
     /// The keystream of the current segment.
-    stream: ctr::Ctr128BE<AesBlock>,
+    stream: ctr::Ctr128BE<C>,
     /// Bytes the current segment can still produce before the field wraps.
     segment_left: u128,
     /// Bytes the whole operation can still produce before the keystream
@@ -408,8 +435,9 @@ struct CtrOp {
     total_left: u128,
 }
 
-impl CtrOp {
-    fn new(cipher: AesBlock, param: &MechParam, encrypt: bool) -> Result<Self> {
+impl<C: Block16> CtrOp<C> {
+    /// Start a counter stream from `CK_AES_CTR_PARAMS` ([`MechParam::Ctr`]).
+    pub fn new(cipher: C, param: &MechParam, encrypt: bool) -> Result<Self> {
         let MechParam::Ctr { counter_bits, cb } = param else {
             return Err(Error::param_invalid("AES-CTR needs CK_AES_CTR_PARAMS"));
         };
@@ -472,11 +500,11 @@ impl CtrOp {
 }
 
 /// A 128-bit big-endian counter stream starting at `block`.
-fn ctr_stream(cipher: AesBlock, block: &[u8; BLOCK]) -> ctr::Ctr128BE<AesBlock> {
+fn ctr_stream<C: Block16>(cipher: C, block: &[u8; BLOCK]) -> ctr::Ctr128BE<C> {
     StreamCipherCoreWrapper::from_core(ctr::CtrCore::inner_iv_init(cipher, &Array::from(*block)))
 }
 
-impl CipherOp for CtrOp {
+impl<C: Block16> CipherOp for CtrOp<C> {
     fn oneshot_len(&self, in_len: usize) -> Result<usize> {
         self.check(in_len)?;
         Ok(in_len)

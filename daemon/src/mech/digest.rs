@@ -23,14 +23,16 @@ pub fn register(r: &mut Registry) {
     r.add_self_test("SHA-256 / SHA3-256 (\"abc\")", self_test);
 }
 
-/// A digest mechanism backed by the RustCrypto hash `D`.
-struct DigestMech<D> {
+/// A digest mechanism backed by the RustCrypto hash `D` (also SM3, from
+/// `mech::sm3`).
+pub struct DigestMech<D> {
     mech: u64,
     _hash: std::marker::PhantomData<fn() -> D>,
 }
 
 impl<D> DigestMech<D> {
-    fn new(mech: u64) -> Self {
+    /// The mechanism `mech` computing `D`.
+    pub fn new(mech: u64) -> Self {
         DigestMech {
             mech,
             _hash: std::marker::PhantomData,

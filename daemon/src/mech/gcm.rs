@@ -27,7 +27,7 @@ use p11kms_protocol::{MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
-use super::aes::{info, AesBlock};
+use super::aes::{info, AesBlock, Block16};
 use super::{CipherOp, Key, Mechanism, Registry};
 use crate::error::{Error, Result};
 
@@ -55,20 +55,22 @@ impl Mechanism for AesGcmMech {
     }
 }
 
-/// One AES-GCM instance (IV length and tag length fixed by its type), seen
-/// through an object-safe interface.
-trait Gcm: Send + Sync {
+/// One GCM instance (block cipher, IV length and tag length fixed by its
+/// type), seen through an object-safe interface. SM4-GCM (`mech::sm4`) is
+/// the same construction over SM4.
+pub trait Gcm: Send + Sync {
     /// Encrypt `data` in place and append the tag.
     fn seal(&self, iv: &[u8], aad: &[u8], data: &mut Vec<u8>) -> Result<()>;
     /// Verify and strip the tag at the end of `data`, then decrypt in place.
     fn open(&self, iv: &[u8], aad: &[u8], data: &mut Vec<u8>) -> Result<()>;
 }
 
-impl<N, T> Gcm for AesGcm<AesBlock, N, T>
+impl<C, N, T> Gcm for AesGcm<C, N, T>
 where
+    C: Block16,
     N: ArraySize,
     T: aes_gcm::TagSize,
-    AesGcm<AesBlock, N, T>: Send + Sync,
+    AesGcm<C, N, T>: Send + Sync,
 {
     fn seal(&self, iv: &[u8], aad: &[u8], data: &mut Vec<u8>) -> Result<()> {
         let nonce = Nonce::<N>::try_from(iv).map_err(|_| Error::param_invalid("GCM IV length"))?;
@@ -101,25 +103,36 @@ where
 /// The per-key cached GCM state for an IV length and tag length, built
 /// from the key's cached AES schedule.
 fn gcm_for(key: &Key, iv_len: usize, tag_len: usize) -> Result<Arc<dyn Gcm>> {
-    let aes = AesBlock::for_key(key)?;
-    fn get<N, T>(key: &Key, aes: AesBlock) -> Result<Arc<dyn Gcm>>
+    gcm_over(key, AesBlock::for_key(key)?, iv_len, tag_len)
+}
+
+/// The per-key cached GCM state over the block cipher `aes` (the key's
+/// expanded schedule) for an IV length and tag length.
+pub fn gcm_over<C: Block16>(
+    key: &Key,
+    aes: C,
+    iv_len: usize,
+    tag_len: usize,
+) -> Result<Arc<dyn Gcm>> {
+    fn get<C, N, T>(key: &Key, aes: C) -> Result<Arc<dyn Gcm>>
     where
+        C: Block16,
         N: ArraySize + 'static,
         T: aes_gcm::TagSize + 'static,
-        AesGcm<AesBlock, N, T>: Send + Sync,
+        AesGcm<C, N, T>: Send + Sync,
     {
-        Ok(key.cached(|_| Ok(AesGcm::<AesBlock, N, T>::from(aes)))?)
+        Ok(key.cached(|_| Ok(AesGcm::<C, N, T>::from(aes)))?)
     }
     macro_rules! by_tag {
         ($n:ty) => {
             match tag_len {
-                4 => get::<$n, U4>(key, aes),
-                8 => get::<$n, U8>(key, aes),
-                12 => get::<$n, U12>(key, aes),
-                13 => get::<$n, U13>(key, aes),
-                14 => get::<$n, U14>(key, aes),
-                15 => get::<$n, U15>(key, aes),
-                16 => get::<$n, U16>(key, aes),
+                4 => get::<C, $n, U4>(key, aes),
+                8 => get::<C, $n, U8>(key, aes),
+                12 => get::<C, $n, U12>(key, aes),
+                13 => get::<C, $n, U13>(key, aes),
+                14 => get::<C, $n, U14>(key, aes),
+                15 => get::<C, $n, U15>(key, aes),
+                16 => get::<C, $n, U16>(key, aes),
                 _ => Err(Error::param_invalid(format!("GCM tag of {tag_len} bytes"))),
             }
         };
@@ -135,7 +148,7 @@ fn gcm_for(key: &Key, iv_len: usize, tag_len: usize) -> Result<Arc<dyn Gcm>> {
 }
 
 /// One GCM encryption or decryption.
-struct GcmOp {
+pub struct GcmOp {
     gcm: Arc<dyn Gcm>,
     encrypt: bool,
     iv: Vec<u8>,
@@ -147,6 +160,18 @@ struct GcmOp {
 
 impl GcmOp {
     fn new(key: &Key, param: &MechParam, encrypt: bool) -> Result<Self> {
+        Self::with(param, encrypt, |iv_len, tag_len| {
+            gcm_for(key, iv_len, tag_len)
+        })
+    }
+
+    /// A GCM operation from `CK_GCM_PARAMS`, whose state `gcm` builds for
+    /// the IV length and tag length (in bytes) the parameter asks for.
+    pub fn with(
+        param: &MechParam,
+        encrypt: bool,
+        gcm: impl FnOnce(usize, usize) -> Result<Arc<dyn Gcm>>,
+    ) -> Result<Self> {
         let MechParam::Gcm {
             iv,
             iv_bits,
@@ -169,7 +194,7 @@ impl GcmOp {
             _ => return Err(Error::param_invalid(format!("GCM tag of {tag_bits} bits"))),
         };
         Ok(GcmOp {
-            gcm: gcm_for(key, iv.len(), tag_len)?,
+            gcm: gcm(iv.len(), tag_len)?,
             encrypt,
             iv: iv.clone(),
             aad: aad.clone(),

@@ -85,7 +85,10 @@ pub fn register(r: &mut Registry) {
     r.add_self_test("HMAC-SHA-256 (RFC 4231 case 2)", self_test);
 }
 
-fn add<M: HmacState>(r: &mut Registry, mech: u64, general: u64, key_type: u64) {
+/// Register `mech` (full-length MAC) and `general` (`CK_MAC_GENERAL_PARAMS`)
+/// computed by `M`, for `CKK_GENERIC_SECRET` keys and keys of `key_type`.
+/// `mech::sm3` registers HMAC-SM3 through this.
+pub fn add<M: HmacState>(r: &mut Registry, mech: u64, general: u64, key_type: u64) {
     r.add(HmacMech::<M> {
         mech,
         general: false,
@@ -102,7 +105,7 @@ fn add<M: HmacState>(r: &mut Registry, mech: u64, general: u64, key_type: u64) {
 
 /// What an HMAC implementation must offer: keying, MAC traits, and a cheap
 /// copy of the keyed state.
-trait HmacState: Mac + KeyInit + Clone + Send + Sync + 'static {}
+pub trait HmacState: Mac + KeyInit + Clone + Send + Sync + 'static {}
 
 impl<M: Mac + KeyInit + Clone + Send + Sync + 'static> HmacState for M {}
 

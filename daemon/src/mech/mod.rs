@@ -31,6 +31,9 @@ pub mod hmac;
 pub mod keywrap;
 pub mod provider;
 pub mod rsa;
+pub mod sm2;
+pub mod sm3;
+pub mod sm4;
 
 /// Key material as mechanisms see it.
 ///
@@ -244,6 +247,9 @@ impl Registry {
         rsa::register(&mut r);
         ec::register(&mut r);
         edwards::register(&mut r);
+        sm3::register(&mut r);
+        sm4::register(&mut r);
+        sm2::register(&mut r);
         r
     }
 

@@ -31,7 +31,9 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge(len))?.to_le_bytes();
+    let prefix = u32::try_from(len)
+        .map_err(|_| FrameError::TooLarge(len))?
+        .to_le_bytes();
     buf[..4].copy_from_slice(&prefix);
     Ok(buf)
 }
@@ -87,21 +89,40 @@ mod tests {
     #[test]
     fn frame_roundtrip() {
         let mut wire = Vec::new();
-        write_frame(&mut wire, &Request::GenerateRandom { session: 5, len: 32 }).expect("write");
+        write_frame(
+            &mut wire,
+            &Request::GenerateRandom {
+                session: 5,
+                len: 32,
+            },
+        )
+        .expect("write");
         write_frame(&mut wire, &Response::Bytes(vec![9; 32])).expect("write");
         let mut r = &wire[..];
         let a: Request = read_frame(&mut r).expect("read");
         let b: Response = read_frame(&mut r).expect("read");
-        assert_eq!(a, Request::GenerateRandom { session: 5, len: 32 });
+        assert_eq!(
+            a,
+            Request::GenerateRandom {
+                session: 5,
+                len: 32
+            }
+        );
         assert_eq!(b, Response::Bytes(vec![9; 32]));
-        assert!(matches!(read_frame::<_, Request>(&mut r), Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut r),
+            Err(FrameError::Closed)
+        ));
     }
 
     #[test]
     fn oversized_length_rejected_without_allocation() {
         let wire = u32::MAX.to_le_bytes();
         let mut r = &wire[..];
-        assert!(matches!(read_frame::<_, Request>(&mut r), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut r),
+            Err(FrameError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -115,6 +136,9 @@ mod tests {
         assert!(read_frame::<_, Request>(&mut r).is_err());
         let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
         let mut r = &garbage[..];
-        assert!(matches!(read_frame::<_, Request>(&mut r), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut r),
+            Err(FrameError::Malformed(_))
+        ));
     }
 }

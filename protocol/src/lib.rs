@@ -54,18 +54,28 @@ pub type OutCap = Option<u64>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attribute {
     pub ty: Ulong,
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 
 impl Attribute {
     pub fn new(ty: Ulong, value: impl Into<Vec<u8>>) -> Self {
-        Attribute { ty, value: Some(value.into()) }
+        Attribute {
+            ty,
+            value: Some(value.into()),
+        }
     }
     pub fn ulong(ty: Ulong, v: Ulong) -> Self {
-        Attribute { ty, value: Some(v.to_le_bytes().to_vec()) }
+        Attribute {
+            ty,
+            value: Some(v.to_le_bytes().to_vec()),
+        }
     }
     pub fn bool(ty: Ulong, v: bool) -> Self {
-        Attribute { ty, value: Some(vec![u8::from(v)]) }
+        Attribute {
+            ty,
+            value: Some(vec![u8::from(v)]),
+        }
     }
 }
 
@@ -74,7 +84,7 @@ impl Attribute {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttrResult {
     /// The attribute's value.
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The attribute exists but is sensitive or unextractable
     /// (`CKR_ATTRIBUTE_SENSITIVE`).
     Sensitive,
@@ -91,7 +101,10 @@ pub struct Mechanism {
 
 impl Mechanism {
     pub fn new(mech: Ulong) -> Self {
-        Mechanism { mech, param: MechParam::None }
+        Mechanism {
+            mech,
+            param: MechParam::None,
+        }
     }
 }
 
@@ -104,24 +117,54 @@ pub enum MechParam {
     None,
     /// An opaque byte string: IVs for CBC/CBC-PAD, the optional IV of AES key
     /// wrap, HMAC/CMAC general output lengths are NOT here (see `MacLen`).
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// `CK_GCM_PARAMS`. `iv_bits` is `None` for the 2.40 layout (no
     /// `ulIvBits` field), `Some` for the 3.0 layout.
-    Gcm { iv: Vec<u8>, iv_bits: Option<Ulong>, aad: Vec<u8>, tag_bits: Ulong },
+    Gcm {
+        #[serde(with = "serde_bytes")]
+        iv: Vec<u8>,
+        iv_bits: Option<Ulong>,
+        #[serde(with = "serde_bytes")]
+        aad: Vec<u8>,
+        tag_bits: Ulong,
+    },
     /// `CK_AES_CTR_PARAMS`.
     Ctr { counter_bits: Ulong, cb: [u8; 16] },
     /// `CK_MAC_GENERAL_PARAMS`: the requested MAC length in bytes.
     MacLen(Ulong),
     /// `CK_RSA_PKCS_OAEP_PARAMS`. `source_data` is empty for no label.
-    Oaep { hash: Ulong, mgf: Ulong, source: Ulong, source_data: Vec<u8> },
+    Oaep {
+        hash: Ulong,
+        mgf: Ulong,
+        source: Ulong,
+        #[serde(with = "serde_bytes")]
+        source_data: Vec<u8>,
+    },
     /// `CK_RSA_PKCS_PSS_PARAMS`.
-    Pss { hash: Ulong, mgf: Ulong, salt_len: Ulong },
+    Pss {
+        hash: Ulong,
+        mgf: Ulong,
+        salt_len: Ulong,
+    },
     /// `CK_ECDH1_DERIVE_PARAMS`.
-    Ecdh1 { kdf: Ulong, shared_data: Vec<u8>, public_data: Vec<u8> },
+    Ecdh1 {
+        kdf: Ulong,
+        #[serde(with = "serde_bytes")]
+        shared_data: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        public_data: Vec<u8>,
+    },
     /// `CK_RSA_AES_KEY_WRAP_PARAMS`.
-    RsaAesKeyWrap { aes_key_bits: Ulong, oaep: Option<Box<MechParam>> },
+    RsaAesKeyWrap {
+        aes_key_bits: Ulong,
+        oaep: Option<Box<MechParam>>,
+    },
     /// `CK_EDDSA_PARAMS`.
-    Eddsa { ph_flag: bool, context: Vec<u8> },
+    Eddsa {
+        ph_flag: bool,
+        #[serde(with = "serde_bytes")]
+        context: Vec<u8>,
+    },
     /// A single `CK_ULONG` parameter (e.g. `CK_KEY_DERIVATION_STRING`-less
     /// mechanisms that take a length).
     Ulong(Ulong),
@@ -213,66 +256,232 @@ pub enum Request {
     /// First frame of every connection. `app_id` is chosen at random by the
     /// module at `C_Initialize`; connections with the same id (and the same
     /// peer uid and pid) share one application context.
-    Hello { version: u32, app_id: [u8; 16], pid: u32 },
+    Hello {
+        version: u32,
+        app_id: [u8; 16],
+        pid: u32,
+    },
 
     // --- slot and token management (§5.5)
-    GetSlotList { token_present: bool },
-    GetSlotInfo { slot: Ulong },
-    GetTokenInfo { slot: Ulong },
-    GetMechanismList { slot: Ulong },
-    GetMechanismInfo { slot: Ulong, mech: Ulong },
-    InitToken { slot: Ulong, so_pin: Vec<u8>, label: Vec<u8> },
-    InitPin { session: SessionHandle, pin: Vec<u8> },
-    SetPin { session: SessionHandle, old_pin: Vec<u8>, new_pin: Vec<u8> },
+    GetSlotList {
+        token_present: bool,
+    },
+    GetSlotInfo {
+        slot: Ulong,
+    },
+    GetTokenInfo {
+        slot: Ulong,
+    },
+    GetMechanismList {
+        slot: Ulong,
+    },
+    GetMechanismInfo {
+        slot: Ulong,
+        mech: Ulong,
+    },
+    InitToken {
+        slot: Ulong,
+        #[serde(with = "serde_bytes")]
+        so_pin: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        label: Vec<u8>,
+    },
+    InitPin {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        pin: Vec<u8>,
+    },
+    SetPin {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        old_pin: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        new_pin: Vec<u8>,
+    },
 
     // --- session management (§5.6)
-    OpenSession { slot: Ulong, flags: Ulong },
-    CloseSession { session: SessionHandle },
-    CloseAllSessions { slot: Ulong },
-    GetSessionInfo { session: SessionHandle },
-    Login { session: SessionHandle, user_type: Ulong, pin: Vec<u8> },
-    Logout { session: SessionHandle },
+    OpenSession {
+        slot: Ulong,
+        flags: Ulong,
+    },
+    CloseSession {
+        session: SessionHandle,
+    },
+    CloseAllSessions {
+        slot: Ulong,
+    },
+    GetSessionInfo {
+        session: SessionHandle,
+    },
+    Login {
+        session: SessionHandle,
+        user_type: Ulong,
+        #[serde(with = "serde_bytes")]
+        pin: Vec<u8>,
+    },
+    Logout {
+        session: SessionHandle,
+    },
 
     // --- object management (§5.7)
-    CreateObject { session: SessionHandle, template: Vec<Attribute> },
-    CopyObject { session: SessionHandle, object: ObjectHandle, template: Vec<Attribute> },
-    DestroyObject { session: SessionHandle, object: ObjectHandle },
-    GetObjectSize { session: SessionHandle, object: ObjectHandle },
-    GetAttributeValue { session: SessionHandle, object: ObjectHandle, types: Vec<Ulong> },
-    SetAttributeValue { session: SessionHandle, object: ObjectHandle, template: Vec<Attribute> },
-    FindObjectsInit { session: SessionHandle, template: Vec<Attribute> },
-    FindObjects { session: SessionHandle, max: Ulong },
-    FindObjectsFinal { session: SessionHandle },
+    CreateObject {
+        session: SessionHandle,
+        template: Vec<Attribute>,
+    },
+    CopyObject {
+        session: SessionHandle,
+        object: ObjectHandle,
+        template: Vec<Attribute>,
+    },
+    DestroyObject {
+        session: SessionHandle,
+        object: ObjectHandle,
+    },
+    GetObjectSize {
+        session: SessionHandle,
+        object: ObjectHandle,
+    },
+    GetAttributeValue {
+        session: SessionHandle,
+        object: ObjectHandle,
+        types: Vec<Ulong>,
+    },
+    SetAttributeValue {
+        session: SessionHandle,
+        object: ObjectHandle,
+        template: Vec<Attribute>,
+    },
+    FindObjectsInit {
+        session: SessionHandle,
+        template: Vec<Attribute>,
+    },
+    FindObjects {
+        session: SessionHandle,
+        max: Ulong,
+    },
+    FindObjectsFinal {
+        session: SessionHandle,
+    },
 
     // --- encryption / decryption (§5.8, §5.9)
-    EncryptInit { session: SessionHandle, mech: Mechanism, key: ObjectHandle },
-    Encrypt { session: SessionHandle, data: Vec<u8>, out: OutCap },
-    EncryptUpdate { session: SessionHandle, data: Vec<u8>, out: OutCap },
-    EncryptFinal { session: SessionHandle, out: OutCap },
-    DecryptInit { session: SessionHandle, mech: Mechanism, key: ObjectHandle },
-    Decrypt { session: SessionHandle, data: Vec<u8>, out: OutCap },
-    DecryptUpdate { session: SessionHandle, data: Vec<u8>, out: OutCap },
-    DecryptFinal { session: SessionHandle, out: OutCap },
+    EncryptInit {
+        session: SessionHandle,
+        mech: Mechanism,
+        key: ObjectHandle,
+    },
+    Encrypt {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        out: OutCap,
+    },
+    EncryptUpdate {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        out: OutCap,
+    },
+    EncryptFinal {
+        session: SessionHandle,
+        out: OutCap,
+    },
+    DecryptInit {
+        session: SessionHandle,
+        mech: Mechanism,
+        key: ObjectHandle,
+    },
+    Decrypt {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        out: OutCap,
+    },
+    DecryptUpdate {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        out: OutCap,
+    },
+    DecryptFinal {
+        session: SessionHandle,
+        out: OutCap,
+    },
 
     // --- message digesting (§5.10)
-    DigestInit { session: SessionHandle, mech: Mechanism },
-    Digest { session: SessionHandle, data: Vec<u8>, out: OutCap },
-    DigestUpdate { session: SessionHandle, data: Vec<u8> },
-    DigestKey { session: SessionHandle, key: ObjectHandle },
-    DigestFinal { session: SessionHandle, out: OutCap },
+    DigestInit {
+        session: SessionHandle,
+        mech: Mechanism,
+    },
+    Digest {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        out: OutCap,
+    },
+    DigestUpdate {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    DigestKey {
+        session: SessionHandle,
+        key: ObjectHandle,
+    },
+    DigestFinal {
+        session: SessionHandle,
+        out: OutCap,
+    },
 
     // --- signing and MACing (§5.11, §5.12)
-    SignInit { session: SessionHandle, mech: Mechanism, key: ObjectHandle },
-    Sign { session: SessionHandle, data: Vec<u8>, out: OutCap },
-    SignUpdate { session: SessionHandle, data: Vec<u8> },
-    SignFinal { session: SessionHandle, out: OutCap },
-    VerifyInit { session: SessionHandle, mech: Mechanism, key: ObjectHandle },
-    Verify { session: SessionHandle, data: Vec<u8>, signature: Vec<u8> },
-    VerifyUpdate { session: SessionHandle, data: Vec<u8> },
-    VerifyFinal { session: SessionHandle, signature: Vec<u8> },
+    SignInit {
+        session: SessionHandle,
+        mech: Mechanism,
+        key: ObjectHandle,
+    },
+    Sign {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        out: OutCap,
+    },
+    SignUpdate {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    SignFinal {
+        session: SessionHandle,
+        out: OutCap,
+    },
+    VerifyInit {
+        session: SessionHandle,
+        mech: Mechanism,
+        key: ObjectHandle,
+    },
+    Verify {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    VerifyUpdate {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    VerifyFinal {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
 
     // --- key management (§5.14)
-    GenerateKey { session: SessionHandle, mech: Mechanism, template: Vec<Attribute> },
+    GenerateKey {
+        session: SessionHandle,
+        mech: Mechanism,
+        template: Vec<Attribute>,
+    },
     GenerateKeyPair {
         session: SessionHandle,
         mech: Mechanism,
@@ -290,6 +499,7 @@ pub enum Request {
         session: SessionHandle,
         mech: Mechanism,
         unwrapping_key: ObjectHandle,
+        #[serde(with = "serde_bytes")]
         wrapped: Vec<u8>,
         template: Vec<Attribute>,
     },
@@ -301,17 +511,32 @@ pub enum Request {
     },
 
     // --- random number generation (§5.15)
-    SeedRandom { session: SessionHandle, seed: Vec<u8> },
-    GenerateRandom { session: SessionHandle, len: Ulong },
+    SeedRandom {
+        session: SessionHandle,
+        #[serde(with = "serde_bytes")]
+        seed: Vec<u8>,
+    },
+    GenerateRandom {
+        session: SessionHandle,
+        len: Ulong,
+    },
 
     // --- session cancel (3.0 §5.6)
-    SessionCancel { session: SessionHandle, flags: Ulong },
+    SessionCancel {
+        session: SessionHandle,
+        flags: Ulong,
+    },
 
     // --- administration (p11kms CLI)
     Status,
     /// A KMS administration command on one instance, authorized by the
     /// instance's SO PIN (until access points exist).
-    Admin { instance: String, so_pin: Vec<u8>, cmd: AdminCommand },
+    Admin {
+        instance: String,
+        #[serde(with = "serde_bytes")]
+        so_pin: Vec<u8>,
+        cmd: AdminCommand,
+    },
 }
 
 /// Key lifecycle commands of the admin CLI (`p11kms key ...`). `key` is a
@@ -320,19 +545,56 @@ pub enum Request {
 pub enum AdminCommand {
     KeyCreate(KeyCreate),
     KeyList,
-    KeyDescribe { key: String },
-    KeyEnable { key: String },
-    KeyDisable { key: String },
-    KeyScheduleDeletion { key: String, pending_days: u32 },
-    KeyCancelDeletion { key: String },
-    KeyRotate { key: String },
-    KeyVersions { key: String },
-    AliasAdd { key: String, alias: String },
-    AliasRemove { alias: String },
-    KeyTag { key: String, set: Vec<(String, String)>, remove: Vec<String> },
-    ImportParams { key: String, wrapping_algorithm: String, wrapping_key_spec: String },
-    Import { key: String, import_token: String, material: Vec<u8>, expires_unix: Option<u64> },
-    KeySetRotation { key: String, interval_days: Option<u32> },
+    KeyDescribe {
+        key: String,
+    },
+    KeyEnable {
+        key: String,
+    },
+    KeyDisable {
+        key: String,
+    },
+    KeyScheduleDeletion {
+        key: String,
+        pending_days: u32,
+    },
+    KeyCancelDeletion {
+        key: String,
+    },
+    KeyRotate {
+        key: String,
+    },
+    KeyVersions {
+        key: String,
+    },
+    AliasAdd {
+        key: String,
+        alias: String,
+    },
+    AliasRemove {
+        alias: String,
+    },
+    KeyTag {
+        key: String,
+        set: Vec<(String, String)>,
+        remove: Vec<String>,
+    },
+    ImportParams {
+        key: String,
+        wrapping_algorithm: String,
+        wrapping_key_spec: String,
+    },
+    Import {
+        key: String,
+        import_token: String,
+        #[serde(with = "serde_bytes")]
+        material: Vec<u8>,
+        expires_unix: Option<u64>,
+    },
+    KeySetRotation {
+        key: String,
+        interval_days: Option<u32>,
+    },
 }
 
 /// Parameters of `p11kms key create`.
@@ -405,7 +667,10 @@ pub enum AdminReply {
     ImportParams(ImportParams),
     Done,
     /// The command failed; the text says why (shown to the operator).
-    Failed { rv: Ulong, message: String },
+    Failed {
+        rv: Ulong,
+        message: String,
+    },
 }
 
 /// The daemon's answer. Append-only; `Hello` stays first.
@@ -413,7 +678,10 @@ pub enum AdminReply {
 pub enum Response {
     /// Answer to [`Request::Hello`]. On a version mismatch the daemon sends
     /// its own version and closes the connection.
-    Hello { version: u32, server: String },
+    Hello {
+        version: u32,
+        server: String,
+    },
     /// The call failed with this `CK_RV`. Nothing else happened.
     Error(Ulong),
     /// The call succeeded and has nothing to return.
@@ -423,14 +691,21 @@ pub enum Response {
     /// `C_FindObjects` results.
     Handles(Vec<Ulong>),
     /// `C_GenerateKeyPair` results.
-    KeyPair { public: ObjectHandle, private: ObjectHandle },
+    KeyPair {
+        public: ObjectHandle,
+        private: ObjectHandle,
+    },
     /// Output of a call that took an [`OutCap`]. `data` is `None` when the
     /// caller asked only for the length or its buffer is smaller than `len`;
     /// the operation then stays active (PKCS#11 §5.2). With `data`, `len`
     /// equals `data.len()`.
-    Output { len: Ulong, data: Option<Vec<u8>> },
+    Output {
+        len: Ulong,
+        #[serde(with = "serde_bytes")]
+        data: Option<Vec<u8>>,
+    },
     /// Plain bytes (random data).
-    Bytes(Vec<u8>),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A single number (object size).
     Ulong(Ulong),
     SlotList(Vec<Ulong>),
@@ -457,19 +732,36 @@ mod tests {
 
     #[test]
     fn requests_roundtrip() {
-        roundtrip(Request::Hello { version: PROTOCOL_VERSION, app_id: [7; 16], pid: 42 });
+        roundtrip(Request::Hello {
+            version: PROTOCOL_VERSION,
+            app_id: [7; 16],
+            pid: 42,
+        });
         roundtrip(Request::EncryptInit {
             session: 1,
             mech: Mechanism {
                 mech: 0x1087,
-                param: MechParam::Gcm { iv: vec![1; 12], iv_bits: None, aad: b"aad".to_vec(), tag_bits: 128 },
+                param: MechParam::Gcm {
+                    iv: vec![1; 12],
+                    iv_bits: None,
+                    aad: b"aad".to_vec(),
+                    tag_bits: 128,
+                },
             },
             key: 9,
         });
-        roundtrip(Request::Encrypt { session: 1, data: vec![0; 100], out: None });
+        roundtrip(Request::Encrypt {
+            session: 1,
+            data: vec![0; 100],
+            out: None,
+        });
         roundtrip(Request::CreateObject {
             session: 3,
-            template: vec![Attribute::ulong(0, 4), Attribute::bool(1, true), Attribute { ty: 3, value: None }],
+            template: vec![
+                Attribute::ulong(0, 4),
+                Attribute::bool(1, true),
+                Attribute { ty: 3, value: None },
+            ],
         });
         roundtrip(Request::UnwrapKey {
             session: 1,
@@ -477,7 +769,12 @@ mod tests {
                 mech: 0x1049,
                 param: MechParam::RsaAesKeyWrap {
                     aes_key_bits: 256,
-                    oaep: Some(Box::new(MechParam::Oaep { hash: 0x250, mgf: 2, source: 1, source_data: vec![] })),
+                    oaep: Some(Box::new(MechParam::Oaep {
+                        hash: 0x250,
+                        mgf: 2,
+                        source: 1,
+                        source_data: vec![],
+                    })),
                 },
             },
             unwrapping_key: 2,
@@ -489,21 +786,63 @@ mod tests {
 
     #[test]
     fn responses_roundtrip() {
-        roundtrip(Response::Hello { version: PROTOCOL_VERSION, server: "p11kmsd".into() });
-        roundtrip(Response::Output { len: 32, data: None });
-        roundtrip(Response::Output { len: 3, data: Some(vec![1, 2, 3]) });
-        roundtrip(Response::Attributes(vec![AttrResult::Value(vec![1]), AttrResult::Sensitive, AttrResult::Invalid]));
-        roundtrip(Response::TokenInfo(TokenInfo { label: "x".into(), flags: 0x400, ..Default::default() }));
-        roundtrip(Response::Status(DaemonStatus { instances: vec![InstanceStatus::default()], ..Default::default() }));
+        roundtrip(Response::Hello {
+            version: PROTOCOL_VERSION,
+            server: "p11kmsd".into(),
+        });
+        roundtrip(Response::Output {
+            len: 32,
+            data: None,
+        });
+        roundtrip(Response::Output {
+            len: 3,
+            data: Some(vec![1, 2, 3]),
+        });
+        roundtrip(Response::Attributes(vec![
+            AttrResult::Value(vec![1]),
+            AttrResult::Sensitive,
+            AttrResult::Invalid,
+        ]));
+        roundtrip(Response::TokenInfo(TokenInfo {
+            label: "x".into(),
+            flags: 0x400,
+            ..Default::default()
+        }));
+        roundtrip(Response::Status(DaemonStatus {
+            instances: vec![InstanceStatus::default()],
+            ..Default::default()
+        }));
+    }
+
+    /// Byte strings travel as postcard byte strings (length + raw bytes,
+    /// copied in one go): the same wire form a sequence of `u8` has, so
+    /// the `serde_bytes` annotations changed speed, not the protocol.
+    #[test]
+    fn bytes_are_length_prefixed_raw() {
+        let r = postcard::to_stdvec(&Response::Bytes(vec![1, 2, 3])).expect("encode");
+        let plain = postcard::to_stdvec(&(vec![1u8, 2, 3],)).expect("encode");
+        assert_eq!(&r[1..], &plain[..]);
+        let a = postcard::to_stdvec(&Attribute::new(3, vec![9u8; 200])).expect("encode");
+        let plain = postcard::to_stdvec(&(3u64, Some(vec![9u8; 200]))).expect("encode");
+        assert_eq!(a, plain);
     }
 
     /// `Hello` must stay variant 0 of both enums: the handshake of any future
     /// version must still be readable by this one.
     #[test]
     fn hello_is_variant_zero() {
-        let req = postcard::to_stdvec(&Request::Hello { version: 99, app_id: [0; 16], pid: 1 }).expect("encode");
+        let req = postcard::to_stdvec(&Request::Hello {
+            version: 99,
+            app_id: [0; 16],
+            pid: 1,
+        })
+        .expect("encode");
         assert_eq!(req[0], 0);
-        let resp = postcard::to_stdvec(&Response::Hello { version: 99, server: String::new() }).expect("encode");
+        let resp = postcard::to_stdvec(&Response::Hello {
+            version: 99,
+            server: String::new(),
+        })
+        .expect("encode");
         assert_eq!(resp[0], 0);
     }
 }

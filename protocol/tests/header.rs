@@ -12,7 +12,9 @@ fn header_matches_rust_constants() {
         if words.next() != Some("#define") {
             continue;
         }
-        let (Some(name), Some(value)) = (words.next(), words.next()) else { continue };
+        let (Some(name), Some(value)) = (words.next(), words.next()) else {
+            continue;
+        };
         let value = value.trim_end_matches("UL");
         let parsed = match value.strip_prefix("0x") {
             Some(hex) => u64::from_str_radix(hex, 16),
@@ -22,7 +24,12 @@ fn header_matches_rust_constants() {
             header.insert(name.to_string(), v);
         }
     }
-    let rust: BTreeMap<String, u64> =
-        p11kms_protocol::vendor::ALL.iter().map(|(n, v)| ((*n).to_string(), *v)).collect();
-    assert_eq!(header, rust, "include/p11kms.h and protocol/src/vendor.rs disagree");
+    let rust: BTreeMap<String, u64> = p11kms_protocol::vendor::ALL
+        .iter()
+        .map(|(n, v)| ((*n).to_string(), *v))
+        .collect();
+    assert_eq!(
+        header, rust,
+        "include/p11kms.h and protocol/src/vendor.rs disagree"
+    );
 }

@@ -13,24 +13,71 @@ use super::attrs::{self, f, Kind, Rule};
 use crate::error::{Error, Result};
 use crate::mech::Key;
 
-/// An attribute set, sorted by type. Values are zeroized when dropped.
-#[derive(Default, Clone, Serialize, Deserialize)]
-pub struct Attrs(Vec<(u64, Vec<u8>)>);
+/// An attribute set, sorted by type, stored compactly: one index of
+/// `(type, offset, length)` and one buffer holding every value. A key with
+/// ~35 attributes costs two allocations instead of ~35, which is what keeps
+/// 100,000 token keys in memory cheap. Values are zeroized when dropped or
+/// replaced.
+#[derive(Default, Clone)]
+pub struct Attrs {
+    index: Vec<(u64, u32, u32)>,
+    data: Vec<u8>,
+}
 
 impl Drop for Attrs {
     fn drop(&mut self) {
-        for (_, v) in &mut self.0 {
+        self.data.zeroize();
+    }
+}
+
+impl Serialize for Attrs {
+    /// Same form as a `Vec<(u64, Vec<u8>)>` (the stored record format).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.index.len()))?;
+        for (ty, v) in self.iter() {
+            seq.serialize_element(&(ty, serde_bytes::Bytes::new(v)))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Attrs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let mut items: Vec<(u64, serde_bytes::ByteBuf)> = Vec::deserialize(d)?;
+        // Stored records are sorted already; sort anyway (stable, so for a
+        // repeated type the last value wins after dedup below).
+        items.sort_by_key(|(t, _)| *t);
+        let mut a = Attrs {
+            index: Vec::with_capacity(items.len()),
+            data: Vec::with_capacity(items.iter().map(|(_, v)| v.len()).sum()),
+        };
+        for (i, (ty, v)) in items.iter().enumerate() {
+            if items.get(i + 1).is_some_and(|(next, _)| next == ty) {
+                continue;
+            }
+            a.index.push((*ty, a.data.len() as u32, v.len() as u32));
+            a.data.extend_from_slice(v);
+        }
+        for (_, v) in &mut items {
             v.zeroize();
         }
+        Ok(a)
     }
 }
 
 impl Attrs {
+    fn position(&self, ty: u64) -> std::result::Result<usize, usize> {
+        self.index.binary_search_by_key(&ty, |(t, _, _)| *t)
+    }
     pub fn get(&self, ty: u64) -> Option<&[u8]> {
-        self.0.binary_search_by_key(&ty, |(t, _)| *t).ok().map(|i| self.0[i].1.as_slice())
+        self.position(ty).ok().map(|i| {
+            let (_, off, len) = self.index[i];
+            &self.data[off as usize..(off + len) as usize]
+        })
     }
     pub fn has(&self, ty: u64) -> bool {
-        self.get(ty).is_some()
+        self.position(ty).is_ok()
     }
     pub fn bool(&self, ty: u64) -> bool {
         matches!(self.get(ty), Some([b]) if *b != 0)
@@ -38,14 +85,49 @@ impl Attrs {
     pub fn ulong(&self, ty: u64) -> Option<u64> {
         self.get(ty).and_then(|v| v.try_into().ok()).map(u64::from_le_bytes)
     }
-    pub fn set(&mut self, ty: u64, value: Vec<u8>) {
-        match self.0.binary_search_by_key(&ty, |(t, _)| *t) {
-            Ok(i) => {
-                self.0[i].1.zeroize();
-                self.0[i].1 = value;
+    /// Rebuild the value buffer with `ty` replaced (or removed when
+    /// `value` is `None`); the old buffer is zeroized.
+    fn rewrite(&mut self, ty: u64, value: Option<&[u8]>) {
+        let mut index = Vec::with_capacity(self.index.len() + 1);
+        let mut data = Vec::with_capacity(self.data.len() + value.map_or(0, <[u8]>::len));
+        let mut placed = false;
+        let push = |t: u64, v: &[u8], index: &mut Vec<(u64, u32, u32)>, data: &mut Vec<u8>| {
+            index.push((t, data.len() as u32, v.len() as u32));
+            data.extend_from_slice(v);
+        };
+        for &(t, off, len) in &self.index {
+            if t == ty {
+                continue;
             }
-            Err(i) => self.0.insert(i, (ty, value)),
+            if !placed && t > ty {
+                if let Some(v) = value {
+                    push(ty, v, &mut index, &mut data);
+                }
+                placed = true;
+            }
+            push(t, &self.data[off as usize..(off + len) as usize], &mut index, &mut data);
         }
+        if !placed {
+            if let Some(v) = value {
+                push(ty, v, &mut index, &mut data);
+            }
+        }
+        self.data.zeroize();
+        self.index = index;
+        self.data = data;
+    }
+    pub fn set(&mut self, ty: u64, mut value: Vec<u8>) {
+        // Same length: overwrite in place (no reallocation).
+        if let Ok(i) = self.position(ty) {
+            let (_, off, len) = self.index[i];
+            if len as usize == value.len() {
+                self.data[off as usize..(off + len) as usize].copy_from_slice(&value);
+                value.zeroize();
+                return;
+            }
+        }
+        self.rewrite(ty, Some(&value));
+        value.zeroize();
     }
     pub fn set_bool(&mut self, ty: u64, v: bool) {
         self.set(ty, vec![u8::from(v)]);
@@ -54,9 +136,8 @@ impl Attrs {
         self.set(ty, v.to_le_bytes().to_vec());
     }
     pub fn remove(&mut self, ty: u64) {
-        if let Ok(i) = self.0.binary_search_by_key(&ty, |(t, _)| *t) {
-            let (_, mut v) = self.0.remove(i);
-            v.zeroize();
+        if self.has(ty) {
+            self.rewrite(ty, None);
         }
     }
     fn set_default(&mut self, ty: u64, value: Vec<u8>) {
@@ -64,8 +145,14 @@ impl Attrs {
             self.set(ty, value);
         }
     }
-    pub fn iter(&self) -> impl Iterator<Item = &(u64, Vec<u8>)> {
-        self.0.iter()
+    /// `(type, value)` pairs in type order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.index.iter().map(|&(t, off, len)| (t, &self.data[off as usize..(off + len) as usize]))
+    }
+    /// Shrink the buffers to fit (objects kept for the daemon's lifetime).
+    pub fn compact(&mut self) {
+        self.index.shrink_to_fit();
+        self.data.shrink_to_fit();
     }
     pub fn class(&self) -> u64 {
         self.ulong(ck::CKA_CLASS).unwrap_or(u64::MAX)
@@ -81,7 +168,7 @@ impl Attrs {
     }
     /// Approximate size in bytes (`C_GetObjectSize`).
     pub fn size(&self) -> u64 {
-        self.0.iter().map(|(_, v)| 16 + v.len() as u64).sum()
+        self.iter().map(|(_, v)| 16 + v.len() as u64).sum()
     }
     fn tables(&self) -> Option<Vec<&'static [Rule]>> {
         attrs::tables(self.class(), self.key_type(), self.ulong(ck::CKA_CERTIFICATE_TYPE))
@@ -396,7 +483,8 @@ pub struct Object {
 }
 
 impl Object {
-    pub fn new(id: u64, attrs: Attrs) -> Self {
+    pub fn new(id: u64, mut attrs: Attrs) -> Self {
+        attrs.compact();
         Object {
             id,
             token: attrs.bool(ck::CKA_TOKEN),
@@ -551,4 +639,36 @@ pub const INTERNAL_VERSION_OBJECT: u64 = 0x8E11_FF03;
 /// bookkeeping, never visible through PKCS#11.
 pub fn is_internal(ty: u64) -> bool {
     (0x8E11_FF00..=0x8E11_FFFF).contains(&ty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attrs_set_get_remove_and_record_format() {
+        let mut a = Attrs::default();
+        a.set(5, b"five".to_vec());
+        a.set(1, b"one".to_vec());
+        a.set(3, vec![]);
+        a.set_ulong(9, 42);
+        assert_eq!(a.get(1), Some(&b"one"[..]));
+        assert_eq!(a.get(3), Some(&b""[..]));
+        assert_eq!(a.ulong(9), Some(42));
+        a.set(5, b"FIVE".to_vec()); // same length: in place
+        a.set(1, b"uno!!".to_vec()); // other length: rebuilt
+        assert_eq!(a.get(5), Some(&b"FIVE"[..]));
+        assert_eq!(a.get(1), Some(&b"uno!!"[..]));
+        a.remove(3);
+        assert!(!a.has(3));
+        let types: Vec<u64> = a.iter().map(|(t, _)| t).collect();
+        assert_eq!(types, vec![1, 5, 9]);
+        // The stored record is a plain Vec<(u64, Vec<u8>)> in postcard.
+        let bytes = a.to_bytes().expect("encode");
+        let plain: Vec<(u64, Vec<u8>)> = postcard::from_bytes(&bytes).expect("decode as pairs");
+        assert_eq!(plain[0], (1, b"uno!!".to_vec()));
+        let back = Attrs::from_bytes(&postcard::to_stdvec(&plain).expect("encode")).expect("decode");
+        assert_eq!(back.get(9), a.get(9));
+        assert_eq!(back.iter().count(), 3);
+    }
 }

@@ -10,7 +10,7 @@
 
 use std::mem::size_of;
 
-use p11kms_protocol::{MechParam, Mechanism, MAX_DATA};
+use p11kms_protocol::{vendor, MechParam, Mechanism, MAX_DATA};
 use pkcs11_sys::*;
 
 use crate::ffi::{len_in, ref_in, CkResult};
@@ -28,6 +28,8 @@ enum Kind {
     Ecdh1,
     RsaAesKeyWrap,
     Eddsa,
+    /// A single `CK_ULONG` (the ciphertext format of `CKM_SM2_ENCRYPT`).
+    Ulong,
     /// Not in the table: raw bytes, for the daemon to judge.
     Unknown,
 }
@@ -65,6 +67,13 @@ fn kind_of(mech: CK_MECHANISM_TYPE) -> Kind {
         CKM_ECDH1_DERIVE | CKM_ECDH1_COFACTOR_DERIVE => Kind::Ecdh1,
         CKM_RSA_AES_KEY_WRAP => Kind::RsaAesKeyWrap,
         CKM_EDDSA => Kind::Eddsa,
+        // SM algorithms (include/p11kms.h): IVs and the SM2 signer ID are
+        // byte strings, the rest reuse the AES/HMAC structures.
+        vendor::CKM_SM4_CBC | vendor::CKM_SM4_CBC_PAD | vendor::CKM_SM3_SM2DSA => Kind::Bytes,
+        vendor::CKM_SM4_GCM => Kind::Gcm,
+        vendor::CKM_SM4_CTR => Kind::Ctr,
+        vendor::CKM_SM3_HMAC_GENERAL | vendor::CKM_SM4_MAC_GENERAL => Kind::MacLen,
+        vendor::CKM_SM2_ENCRYPT => Kind::Ulong,
         _ => Kind::Unknown,
     }
 }
@@ -192,6 +201,7 @@ unsafe fn param_from(mech: CK_MECHANISM_TYPE, bytes: &[u8]) -> CkResult<MechPara
             }
         }
         Kind::MacLen => MechParam::MacLen(read_struct::<CK_MAC_GENERAL_PARAMS>(bytes)?),
+        Kind::Ulong => MechParam::Ulong(read_struct::<CK_ULONG>(bytes)?),
         Kind::Oaep => unsafe { oaep(&read_struct::<CK_RSA_PKCS_OAEP_PARAMS>(bytes)?) }?,
         Kind::Pss => {
             let p: CK_RSA_PKCS_PSS_PARAMS = read_struct(bytes)?;
@@ -481,5 +491,47 @@ mod tests {
             ulParameterLen: 0,
         };
         assert_eq!(parse(&m).map(|m| m.param), Ok(MechParam::None));
+    }
+    /// SM mechanisms cross the wire typed (CONVENTIONS "The wire").
+    #[test]
+    fn sm_parameters() {
+        let iv = [7u8; 16];
+        assert_eq!(
+            parse(&mech(vendor::CKM_SM4_CBC_PAD, &iv, 16)).map(|m| m.param),
+            Ok(MechParam::Bytes(iv.to_vec()))
+        );
+        let id = *b"ALICE123@YAHOO.COM";
+        assert_eq!(
+            parse(&mech(vendor::CKM_SM3_SM2DSA, &id, id.len())).map(|m| m.param),
+            Ok(MechParam::Bytes(id.to_vec()))
+        );
+        let ctr = CK_AES_CTR_PARAMS { ulCounterBits: 128, cb: [1; 16] };
+        assert_eq!(
+            parse(&mech(vendor::CKM_SM4_CTR, &ctr, 24)).map(|m| m.param),
+            Ok(MechParam::Ctr { counter_bits: 128, cb: [1; 16] })
+        );
+        let nonce = [2u8; 12];
+        let gcm = CK_GCM_PARAMS {
+            pIv: nonce.as_ptr().cast_mut(),
+            ulIvLen: 12,
+            ulIvBits: 96,
+            pAAD: ptr::null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        assert_eq!(
+            parse(&mech(vendor::CKM_SM4_GCM, &gcm, 48)).map(|m| m.param),
+            Ok(MechParam::Gcm { iv: nonce.to_vec(), iv_bits: Some(96), aad: Vec::new(), tag_bits: 128 })
+        );
+        let n: CK_ULONG = 8;
+        for m in [vendor::CKM_SM3_HMAC_GENERAL, vendor::CKM_SM4_MAC_GENERAL] {
+            assert_eq!(parse(&mech(m, &n, 8)).map(|m| m.param), Ok(MechParam::MacLen(8)));
+        }
+        let fmt: CK_ULONG = vendor::CKV_P11KMS_SM2_CIPHER_DER as CK_ULONG;
+        assert_eq!(
+            parse(&mech(vendor::CKM_SM2_ENCRYPT, &fmt, 8)).map(|m| m.param),
+            Ok(MechParam::Ulong(vendor::CKV_P11KMS_SM2_CIPHER_DER))
+        );
+        assert_eq!(parse(&mech(vendor::CKM_SM2_ENCRYPT, &fmt, 4)), Err(BAD));
     }
 }

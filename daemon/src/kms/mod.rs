@@ -161,6 +161,8 @@ pub fn spec_of(a: &Attrs) -> String {
             _ => "EC".into(),
         },
         Some(ck::CKK_EC_EDWARDS) => "ED25519".into(),
+        Some(vendor::CKK_SM2) => "EC_SM2".into(),
+        Some(vendor::CKK_SM4) => "SM4".into(),
         Some(ck::CKK_GENERIC_SECRET) => "GENERIC_SECRET".into(),
         Some(other) => format!("0x{other:x}"),
         None => "UNKNOWN".into(),

@@ -475,10 +475,25 @@ pub fn private_from_attrs(key_type: u64, get: AttrGet<'_>) -> Result<(Zeroizing<
             ];
             Ok((der, attrs))
         }
+        p11kms_protocol::vendor::CKK_SM2 => {
+            sm2_params(get)?;
+            let value = Zeroizing::new(need(get, ck::CKA_VALUE, "CKA_VALUE")?);
+            super::sm2::private_from_scalar(&value)
+        }
         _ => Err(Error::new(
             ck::CKR_ATTRIBUTE_VALUE_INVALID,
             format!("key type 0x{key_type:x} is not an asymmetric type"),
         )),
+    }
+}
+
+/// `CKA_EC_PARAMS` of an SM2 key, when given, must name the SM2 curve.
+fn sm2_params(get: &dyn Fn(u64) -> Option<Vec<u8>>) -> Result<()> {
+    match get(ck::CKA_EC_PARAMS) {
+        Some(p) if p != super::sm2::params() => Err(Error::attribute_value_invalid(
+            "CKA_EC_PARAMS of a CKK_SM2 key must be the SM2 curve OID",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -527,6 +542,10 @@ pub fn public_from_attrs(key_type: u64, get: AttrGet<'_>) -> Result<(Vec<u8>, At
             let attrs = ec_public_attrs(curve, &point, spki.clone());
             Ok((spki, attrs))
         }
+        p11kms_protocol::vendor::CKK_SM2 => {
+            sm2_params(get)?;
+            super::sm2::public_from_point(&need(get, ck::CKA_EC_POINT, "CKA_EC_POINT")?)
+        }
         _ => Err(Error::new(
             ck::CKR_ATTRIBUTE_VALUE_INVALID,
             format!("key type 0x{key_type:x} is not an asymmetric type"),
@@ -550,6 +569,10 @@ pub fn private_from_pkcs8(der: &[u8]) -> Result<(u64, Zeroizing<Vec<u8>>, Attrs)
             let (der, parts) = provider::rsa_from_pkcs8(der).map_err(wrapped)?;
             let spki = provider::rsa_spki(&parts.n, &parts.e).map_err(wrapped)?;
             Ok((ck::CKK_RSA, der, rsa_private_attrs(&parts, spki)))
+        }
+        OID_EC_PUBLIC_KEY if super::sm2::pkcs8_is_sm2(der) => {
+            let (der, attrs) = super::sm2::private_from_pkcs8(der).map_err(wrapped)?;
+            Ok((p11kms_protocol::vendor::CKK_SM2, der, attrs))
         }
         OID_EC_PUBLIC_KEY => {
             let parts = provider::ec_parts_from_pkcs8(der).map_err(wrapped)?;

@@ -114,6 +114,18 @@ impl BlockCipherDecrypt for Sm4Block {
     }
 }
 
+/// `CKA_CHECK_VALUE` of an SM4 key: the first 3 bytes of the encryption of
+/// a zero block, the rule PKCS#11 §4.10 gives for AES. Empty for a value
+/// that is not an SM4 key.
+pub fn check_value(value: &[u8]) -> Vec<u8> {
+    let Ok(c) = sm4::Sm4::new_from_slice(value) else {
+        return Vec::new();
+    };
+    let mut block = Array::<u8, U16>::default();
+    c.encrypt_block(&mut block);
+    block[..3].to_vec()
+}
+
 // ---------------------------------------------------------------- key generation
 
 /// `CKM_SM4_KEY_GEN`: 16 random bytes; `CKA_VALUE_LEN` may be omitted.

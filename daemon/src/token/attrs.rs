@@ -209,7 +209,9 @@ pub fn tables(class: u64, key_type: Option<u64>, cert_type: Option<u64>) -> Opti
             t.push(PUBLIC_KEY);
             match key_type {
                 Some(ck::CKK_RSA) => t.push(RSA_PUBLIC),
-                Some(ck::CKK_EC) | Some(ck::CKK_EC_EDWARDS) | Some(ck::CKK_EC_MONTGOMERY) => t.push(EC_PUBLIC),
+                Some(ck::CKK_EC) | Some(ck::CKK_EC_EDWARDS) | Some(ck::CKK_EC_MONTGOMERY) | Some(vendor::CKK_SM2) => {
+                    t.push(EC_PUBLIC)
+                }
                 _ => {}
             }
         }
@@ -218,7 +220,9 @@ pub fn tables(class: u64, key_type: Option<u64>, cert_type: Option<u64>) -> Opti
             t.push(PRIVATE_KEY);
             match key_type {
                 Some(ck::CKK_RSA) => t.push(RSA_PRIVATE),
-                Some(ck::CKK_EC) | Some(ck::CKK_EC_EDWARDS) | Some(ck::CKK_EC_MONTGOMERY) => t.push(EC_PRIVATE),
+                Some(ck::CKK_EC) | Some(ck::CKK_EC_EDWARDS) | Some(ck::CKK_EC_MONTGOMERY) | Some(vendor::CKK_SM2) => {
+                    t.push(EC_PRIVATE)
+                }
                 _ => {}
             }
         }

@@ -388,6 +388,7 @@ pub fn secret_key_type_supported(kt: u64) -> bool {
             | ck::CKK_SHA3_256_HMAC
             | ck::CKK_SHA3_384_HMAC
             | ck::CKK_SHA3_512_HMAC
+            | vendor::CKK_SM4
     )
 }
 
@@ -395,6 +396,7 @@ pub fn secret_key_type_supported(kt: u64) -> bool {
 pub fn check_secret_value(key_type: u64, len: usize) -> Result<()> {
     let ok = match key_type {
         ck::CKK_AES => matches!(len, 16 | 24 | 32),
+        vendor::CKK_SM4 => len == crate::mech::sm4::KEY_BYTES,
         _ => (1..=512).contains(&len),
     };
     if ok {
@@ -448,6 +450,7 @@ pub fn new_key_id() -> String {
 pub fn refresh_check_value(a: &mut Attrs) {
     let kcv = match (a.key_type(), a.get(ck::CKA_VALUE)) {
         (Some(ck::CKK_AES), Some(v)) if !v.is_empty() => aes_kcv(v),
+        (Some(vendor::CKK_SM4), Some(v)) if !v.is_empty() => crate::mech::sm4::check_value(v),
         _ => Vec::new(),
     };
     a.set(ck::CKA_CHECK_VALUE, kcv);

@@ -8,7 +8,7 @@
 //! [[instance]]
 //! name = "default"
 //! kind = "soft"          # "soft" (software token); "hsm" later
-//! mode = "standard"      # "gm" (SM-only) later
+//! mode = "standard"      # or "gm": SM2/SM3/SM4 only (docs/sm.md)
 //! max_pin_failures = 10
 //! allow_import = true    # keys may come in from outside
 //! min_pending_days = 7   # shortest scheduled-deletion window
@@ -109,7 +109,8 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let c: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         c.validate()?;
         Ok(c)
@@ -121,17 +122,31 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for i in &self.instances {
-            if i.name.is_empty() || !i.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(format!("instance name {:?} must be non-empty [A-Za-z0-9_-]", i.name));
+            if i.name.is_empty()
+                || !i
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "instance name {:?} must be non-empty [A-Za-z0-9_-]",
+                    i.name
+                ));
             }
             if !names.insert(&i.name) {
                 return Err(format!("instance {:?} is defined twice", i.name));
             }
             if i.kind != "soft" {
-                return Err(format!("instance {:?}: kind {:?} is not supported yet (only \"soft\")", i.name, i.kind));
+                return Err(format!(
+                    "instance {:?}: kind {:?} is not supported yet (only \"soft\")",
+                    i.name, i.kind
+                ));
             }
-            if i.mode != "standard" {
-                return Err(format!("instance {:?}: mode {:?} is not supported yet (only \"standard\")", i.name, i.mode));
+            if i.mode != "standard" && i.mode != "gm" {
+                return Err(format!(
+                    "instance {:?}: mode {:?} is not \"standard\" or \"gm\"",
+                    i.name, i.mode
+                ));
             }
         }
         self.socket_mode_bits()?;
@@ -161,6 +176,18 @@ mod tests {
         assert_eq!(c.instances[1].max_pin_failures, 3);
         let dup: Config = toml::from_str("data_dir = \"/d\"\nsocket = \"/s\"\n[[instance]]\nname = \"a\"\n[[instance]]\nname = \"a\"\n").expect("parse");
         assert!(dup.validate().is_err());
-        assert!(toml::from_str::<Config>("data_dir = \"/d\"\nsocket = \"/s\"\nbogus = 1\n").is_err());
+        assert!(
+            toml::from_str::<Config>("data_dir = \"/d\"\nsocket = \"/s\"\nbogus = 1\n").is_err()
+        );
+        let modes: Config = toml::from_str(
+            "data_dir = \"/d\"\nsocket = \"/s\"\n[[instance]]\nname = \"a\"\n[[instance]]\nname = \"b\"\nmode = \"gm\"\n",
+        )
+        .expect("parse");
+        modes.validate().expect("gm is a mode");
+        let bad: Config = toml::from_str(
+            "data_dir = \"/d\"\nsocket = \"/s\"\n[[instance]]\nname = \"a\"\nmode = \"fips\"\n",
+        )
+        .expect("parse");
+        assert!(bad.validate().is_err());
     }
 }

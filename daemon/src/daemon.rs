@@ -9,9 +9,9 @@ use std::time::Instant;
 use p11kms_protocol::{DaemonStatus, InstanceStatus, PROTOCOL_VERSION};
 
 use crate::access::{App, AppKey, Peer};
-use crate::config::Config;
+use crate::config::{Config, InstanceConfig};
 use crate::error::{Error, Result};
-use crate::mech::Registry;
+use crate::mech::{gm_allowed, Registry};
 use crate::storage::{sqlite::SqliteStore, MasterKey, RawStore, SealedStore};
 use crate::token::Token;
 
@@ -22,7 +22,12 @@ pub const SESSION_OBJECT_BASE: u64 = 1 << 48;
 pub struct Instance {
     pub name: String,
     pub kind: String,
+    /// `standard` or `gm` (SM algorithms only, docs/sm.md).
     pub mode: String,
+    /// False when a known-answer self-test failed at start-up: the slot is
+    /// listed, but sessions and admin commands answer
+    /// `CKR_P11KMS_INSTANCE_UNAVAILABLE`.
+    pub serving: bool,
     pub slot: u64,
     pub token: Arc<Token>,
 }
@@ -44,22 +49,53 @@ impl Daemon {
     /// Open the store, unseal each instance's master key, run the
     /// known-answer tests, and load every token.
     pub fn open(config: Config) -> Result<Self> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| Error::general(format!("create data dir {}: {e}", config.data_dir.display())))?;
-        let raw: Box<dyn RawStore> = Box::new(SqliteStore::open(&config.data_dir.join("p11kms.db"))?);
+        Self::open_with(config, |_| Registry::with_defaults())
+    }
+
+    /// [`Daemon::open`] with the instance's full mechanism set from `base`
+    /// (tests inject failing self-tests through it). The compliance mode
+    /// then narrows it: a `gm` instance keeps only [`gm_allowed`]
+    /// mechanisms. Each instance runs its registry's known-answer tests; a
+    /// failure leaves that instance loaded but not serving.
+    pub fn open_with(config: Config, base: impl Fn(&InstanceConfig) -> Registry) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            Error::general(format!(
+                "create data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let raw: Box<dyn RawStore> =
+            Box::new(SqliteStore::open(&config.data_dir.join("p11kms.db"))?);
         let store = Arc::new(Mutex::new(raw));
-        let max_id = store.lock().map_err(|_| Error::general("store lock"))?.max_id()?;
+        let max_id = store
+            .lock()
+            .map_err(|_| Error::general("store lock"))?
+            .max_id()?;
         let next_id = Arc::new(AtomicU64::new(max_id + 1));
-        let mut registry = Registry::with_defaults();
-        crate::kms::envelope::register(&mut registry);
-        registry.run_self_tests()?;
         let mut instances = Vec::new();
         for (slot, ic) in config.instances.iter().enumerate() {
-            let master = MasterKey::load_or_create(&config.data_dir.join(format!("{}.key", ic.name)))?;
+            let mut registry = base(ic);
+            crate::kms::envelope::register(&mut registry);
+            let gm = ic.mode == "gm";
+            if gm {
+                registry.retain(gm_allowed);
+            }
+            let serving = match registry.run_self_tests() {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(instance = %ic.name, error = %e.msg, "known-answer test failed: instance not serving");
+                    false
+                }
+            };
+            let master =
+                MasterKey::load_or_create(&config.data_dir.join(format!("{}.key", ic.name)))?;
             let sealed = SealedStore::new(store.clone(), master, &ic.name);
-            let model = format!("p11kms {}", ic.kind);
-            let token =
-                Token::load(
+            let model = if gm {
+                format!("p11kms {} gm", ic.kind)
+            } else {
+                format!("p11kms {}", ic.kind)
+            };
+            let token = Token::load(
                 &ic.name,
                 slot as u64,
                 model,
@@ -74,6 +110,7 @@ impl Daemon {
                 name: ic.name.clone(),
                 kind: ic.kind.clone(),
                 mode: ic.mode.clone(),
+                serving,
                 slot: slot as u64,
                 token: Arc::new(token),
             }));
@@ -109,8 +146,14 @@ impl Daemon {
     /// A connection completed its handshake: join (or create) its
     /// application context.
     pub fn attach(&self, key: AppKey, peer: Peer) -> Arc<App> {
-        let mut apps = self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let app = apps.entry(key).or_insert_with(|| Arc::new(App::new(key, peer))).clone();
+        let mut apps = self
+            .apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let app = apps
+            .entry(key)
+            .or_insert_with(|| Arc::new(App::new(key, peer)))
+            .clone();
         app.connection_opened();
         self.connections.fetch_add(1, Ordering::Relaxed);
         app
@@ -120,7 +163,10 @@ impl Daemon {
     /// sessions close (session objects destroyed, users logged out).
     pub fn detach(&self, app: &Arc<App>) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
-        let mut apps = self.apps.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut apps = self
+            .apps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if app.connection_closed() {
             apps.remove(&app.key);
             drop(apps);
@@ -156,7 +202,7 @@ impl Daemon {
                         user_pin_initialized: i.token.user_pin_initialized(),
                         objects: i.token.object_count() as u64,
                         sessions: info.session_count,
-                        serving: true,
+                        serving: i.serving,
                     }
                 })
                 .collect(),

@@ -18,11 +18,17 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An error with a return code and a log message.
     pub fn new(rv: u64, msg: impl Into<String>) -> Self {
-        Error { rv, msg: msg.into() }
+        Error {
+            rv,
+            msg: msg.into(),
+        }
     }
     /// Just a return code; the message is the code's name.
     pub fn rv(rv: u64) -> Self {
-        Error { rv, msg: rv_name(rv).to_string() }
+        Error {
+            rv,
+            msg: rv_name(rv).to_string(),
+        }
     }
     pub fn general(msg: impl Into<String>) -> Self {
         Error::new(ck::CKR_GENERAL_ERROR, msg)

@@ -55,7 +55,11 @@ fn main() -> std::process::ExitCode {
         Ok(d) => Arc::new(d),
         Err(e) => return fail(&format!("cannot start: {}", e.msg)),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("tokio runtime: {e}")),
     };
@@ -65,10 +69,11 @@ fn main() -> std::process::ExitCode {
             Err(e) => return fail(&format!("cannot listen on {}: {e}", socket.display())),
         };
         tracing::info!(socket = %socket.display(), "p11kmsd {} serving", env!("CARGO_PKG_VERSION"));
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => return fail(&format!("signal handler: {e}")),
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => return fail(&format!("signal handler: {e}")),
+            };
         let sweeper = daemon.clone();
         let every = std::time::Duration::from_secs(sweeper.config.kms_sweep_secs.max(1));
         tokio::spawn(async move {

@@ -52,13 +52,20 @@ pub async fn serve(d: Arc<Daemon>, listener: tokio::net::UnixListener) {
             }
         };
         let peer = match stream.peer_cred() {
-            Ok(c) => Peer { uid: c.uid(), gid: c.gid(), pid: c.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0) },
+            Ok(c) => Peer {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+            },
             Err(e) => {
                 tracing::warn!("peer credentials unavailable, connection refused: {e}");
                 continue;
             }
         };
-        let std_stream = match stream.into_std().and_then(|s| s.set_nonblocking(false).map(|_| s)) {
+        let std_stream = match stream
+            .into_std()
+            .and_then(|s| s.set_nonblocking(false).map(|_| s))
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("connection setup: {e}");
@@ -78,27 +85,43 @@ pub async fn serve(d: Arc<Daemon>, listener: tokio::net::UnixListener) {
 /// Serve one connection until it closes or misbehaves. Bad frames close
 /// this connection and nothing else.
 pub fn serve_connection(d: &Daemon, stream: StdStream, peer: Peer) {
-    let Ok(read_half) = stream.try_clone() else { return };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut writer = stream;
     let mut buf = Vec::new();
 
     // Handshake.
-    let hello = frame::read_payload(&mut reader, &mut buf).and_then(|_| frame::decode::<Request>(&buf));
+    let hello =
+        frame::read_payload(&mut reader, &mut buf).and_then(|_| frame::decode::<Request>(&buf));
     let app_id = match hello {
-        Ok(Request::Hello { version, app_id, .. }) => {
-            let reply = Response::Hello { version: PROTOCOL_VERSION, server: format!("p11kmsd {}", env!("CARGO_PKG_VERSION")) };
+        Ok(Request::Hello {
+            version, app_id, ..
+        }) => {
+            let reply = Response::Hello {
+                version: PROTOCOL_VERSION,
+                server: format!("p11kmsd {}", env!("CARGO_PKG_VERSION")),
+            };
             if frame::write_frame(&mut writer, &reply).is_err() {
                 return;
             }
             if version != PROTOCOL_VERSION {
-                tracing::warn!(pid = peer.pid, client = version, ours = PROTOCOL_VERSION, "protocol version mismatch; connection closed");
+                tracing::warn!(
+                    pid = peer.pid,
+                    client = version,
+                    ours = PROTOCOL_VERSION,
+                    "protocol version mismatch; connection closed"
+                );
                 return;
             }
             app_id
         }
         Ok(_) => {
-            tracing::warn!(pid = peer.pid, "first frame was not a handshake; connection closed");
+            tracing::warn!(
+                pid = peer.pid,
+                "first frame was not a handshake; connection closed"
+            );
             return;
         }
         Err(e) => {
@@ -107,7 +130,14 @@ pub fn serve_connection(d: &Daemon, stream: StdStream, peer: Peer) {
         }
     };
     // The kernel's pid, not the one the client claims, identifies the app.
-    let app = d.attach(AppKey { app_id, uid: peer.uid, pid: peer.pid }, peer);
+    let app = d.attach(
+        AppKey {
+            app_id,
+            uid: peer.uid,
+            pid: peer.pid,
+        },
+        peer,
+    );
 
     loop {
         if let Err(e) = frame::read_payload(&mut reader, &mut buf) {
@@ -121,11 +151,13 @@ pub fn serve_connection(d: &Daemon, stream: StdStream, peer: Peer) {
                 break;
             }
         };
-        let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch::handle(d, &app, req)))
-            .unwrap_or_else(|_| {
-                tracing::error!(pid = peer.pid, "request handler panicked");
-                Response::Error(pkcs11_sys::CKR_GENERAL_ERROR)
-            });
+        let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dispatch::handle(d, &app, req)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(pid = peer.pid, "request handler panicked");
+            Response::Error(pkcs11_sys::CKR_GENERAL_ERROR)
+        });
         let bytes = match frame::encode(&resp) {
             Ok(b) => b,
             Err(e) => {

@@ -43,14 +43,21 @@ pub struct Step {
 
 impl CryptOp {
     pub fn new(op: Box<dyn CipherOp>) -> Self {
-        CryptOp { op, pending: None, multipart: false }
+        CryptOp {
+            op,
+            pending: None,
+            multipart: false,
+        }
     }
 
     /// Run one call under the §5.2 rules.
     pub fn step(&mut self, call: Call, data: &[u8], cap: OutCap) -> Result<Step> {
         match call {
             Call::Oneshot if self.multipart => {
-                return Err(Error::new(ck::CKR_OPERATION_ACTIVE, "single-part call after a multi-part update"))
+                return Err(Error::new(
+                    ck::CKR_OPERATION_ACTIVE,
+                    "single-part call after a multi-part update",
+                ))
             }
             Call::Update => self.multipart = true,
             _ => {}
@@ -60,11 +67,21 @@ impl CryptOp {
             Call::Update => self.op.update_len(data.len()),
             Call::Final => self.op.final_len(),
         };
-        let pending_len = self.pending.as_ref().filter(|p| p.call == call && p.in_len == data.len()).map(|p| p.out.len());
+        let pending_len = self
+            .pending
+            .as_ref()
+            .filter(|p| p.call == call && p.in_len == data.len())
+            .map(|p| p.out.len());
         let Some(cap) = cap else {
             // Length query: never runs the operation.
             let len = pending_len.unwrap_or(bound);
-            return Ok(Step { response: Response::Output { len: len as u64, data: None }, done: false });
+            return Ok(Step {
+                response: Response::Output {
+                    len: len as u64,
+                    data: None,
+                },
+                done: false,
+            });
         };
         let out = match self.pending.take() {
             Some(p) if p.call == call && p.in_len == data.len() => p.out,
@@ -76,11 +93,24 @@ impl CryptOp {
         };
         if out.len() as u64 > cap {
             let len = out.len() as u64;
-            self.pending = Some(Pending { call, in_len: data.len(), out });
-            return Ok(Step { response: Response::Output { len, data: None }, done: false });
+            self.pending = Some(Pending {
+                call,
+                in_len: data.len(),
+                out,
+            });
+            return Ok(Step {
+                response: Response::Output { len, data: None },
+                done: false,
+            });
         }
         let done = call != Call::Update;
-        Ok(Step { response: Response::Output { len: out.len() as u64, data: Some(out) }, done })
+        Ok(Step {
+            response: Response::Output {
+                len: out.len() as u64,
+                data: Some(out),
+            },
+            done,
+        })
     }
 }
 
@@ -124,7 +154,18 @@ pub struct Session {
 
 impl Session {
     pub fn new(handle: u64, slot: u64, token: Arc<Token>, rw: bool) -> Self {
-        Session { handle, slot, token, rw, find: None, encrypt: None, decrypt: None, digest: None, sign: None, verify: None }
+        Session {
+            handle,
+            slot,
+            token,
+            rw,
+            find: None,
+            encrypt: None,
+            decrypt: None,
+            digest: None,
+            sign: None,
+            verify: None,
+        }
     }
 
     /// End every active operation (`C_SessionCancel`, logout).
@@ -143,8 +184,14 @@ impl Session {
 /// without running anything.
 pub fn exact_output(len: usize, cap: OutCap) -> Option<Response> {
     match cap {
-        None => Some(Response::Output { len: len as u64, data: None }),
-        Some(c) if c < len as u64 => Some(Response::Output { len: len as u64, data: None }),
+        None => Some(Response::Output {
+            len: len as u64,
+            data: None,
+        }),
+        Some(c) if c < len as u64 => Some(Response::Output {
+            len: len as u64,
+            data: None,
+        }),
         Some(_) => None,
     }
 }

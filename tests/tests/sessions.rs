@@ -367,12 +367,12 @@ fn pin_lockout_shows_in_token_flags() {
 }
 
 #[test]
-fn find_among_ten_thousand_session_objects_is_fast() {
+fn find_among_ten_thousand_session_objects_finds_exactly_one() {
     find_among_ten_thousand(false);
 }
 
 #[test]
-fn find_among_ten_thousand_token_objects_is_fast() {
+fn find_among_ten_thousand_token_objects_finds_exactly_one() {
     find_among_ten_thousand(true);
 }
 
@@ -408,12 +408,8 @@ fn find_among_ten_thousand(token: bool) {
         assert_eq!(found.len(), 1, "find obj-{n:05}");
     }
     let per = t0.elapsed() / lookups;
+    // Informational only: speed claims live in p11kms-bench (find1k,
+    // find100k), never in timed assertions here.
     eprintln!("find by label among 10,000 {kind} objects: {per:.2?} per C_FindObjectsInit/C_FindObjects/C_FindObjectsFinal");
-    // Three round trips over the socket per lookup; a linear scan of 10,000
-    // objects with attribute decoding would take milliseconds.
-    assert!(
-        per.as_micros() < 1500,
-        "find by CKA_LABEL among 10,000 {kind} objects took {per:?} per lookup (3 calls)"
-    );
     assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
 }

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::session::Session;
-use crate::token::object::Object;
+use p11kms_protocol::Attribute;
+
+use crate::token::object::{Attrs, Object};
+use crate::token::Objects;
 use crate::token::User;
 
 /// Who is on the other end of a connection (`SO_PEERCRED`).
@@ -28,6 +31,14 @@ pub struct AppKey {
     pub pid: u32,
 }
 
+/// An application's session objects on one slot.
+#[derive(Default)]
+struct SessionObjects {
+    index: Objects,
+    /// handle → owning session.
+    owner: HashMap<u64, u64>,
+}
+
 /// One PKCS#11 application.
 pub struct App {
     pub key: AppKey,
@@ -35,8 +46,8 @@ pub struct App {
     pub connections: AtomicUsize,
     sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
     login: Mutex<HashMap<u64, User>>,
-    /// Session objects: handle → (owning session, slot, object).
-    objects: RwLock<HashMap<u64, (u64, u64, Arc<Object>)>>,
+    /// Session objects per slot, indexed like token objects.
+    objects: RwLock<HashMap<u64, SessionObjects>>,
 }
 
 impl App {
@@ -52,7 +63,9 @@ impl App {
     }
 
     fn sessions_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Mutex<Session>>>> {
-        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn session(&self, handle: u64) -> Option<Arc<Mutex<Session>>> {
@@ -83,47 +96,91 @@ impl App {
     }
 
     pub fn login_state(&self, slot: u64) -> Option<User> {
-        self.login.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&slot).copied()
+        self.login
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&slot)
+            .copied()
     }
 
     pub fn set_login(&self, slot: u64, user: Option<User>) {
-        let mut l = self.login.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut l = self
+            .login
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match user {
             Some(u) => l.insert(slot, u),
             None => l.remove(&slot),
         };
     }
 
-    /// A session object of this application on `slot`.
-    pub fn session_object(&self, handle: u64, slot: u64) -> Option<Arc<Object>> {
+    fn objects_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, SessionObjects>> {
         self.objects
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&handle)
-            .filter(|(_, s, _)| *s == slot)
-            .map(|(_, _, o)| o.clone())
+    }
+
+    fn objects_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, SessionObjects>> {
+        self.objects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A session object of this application on `slot`.
+    pub fn session_object(&self, handle: u64, slot: u64) -> Option<Arc<Object>> {
+        self.objects_read()
+            .get(&slot)
+            .and_then(|so| so.index.get(handle).cloned())
     }
 
     pub fn add_session_object(&self, owner: u64, slot: u64, o: Arc<Object>) {
-        self.objects.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(o.id, (owner, slot, o));
+        let mut objs = self.objects_write();
+        let so = objs.entry(slot).or_default();
+        so.owner.insert(o.id, owner);
+        so.index.insert(o);
     }
 
-    pub fn remove_session_object(&self, handle: u64) -> bool {
-        self.objects.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&handle).is_some()
+    pub fn remove_session_object(&self, handle: u64, slot: u64) -> bool {
+        let mut objs = self.objects_write();
+        let Some(so) = objs.get_mut(&slot) else {
+            return false;
+        };
+        so.owner.remove(&handle);
+        so.index.remove(handle).is_some()
     }
 
-    /// Session objects on `slot` for which `f` holds, in handle order.
-    pub fn session_objects_where(&self, slot: u64, f: impl Fn(&Object) -> bool) -> Vec<Arc<Object>> {
-        let objs = self.objects.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut v: Vec<Arc<Object>> =
-            objs.values().filter(|(_, s, o)| *s == slot && f(o)).map(|(_, _, o)| o.clone()).collect();
-        v.sort_by_key(|o| o.id);
-        v
+    /// Replace a session object's attributes (indexes kept right).
+    pub fn update_session_object(&self, slot: u64, o: &Arc<Object>, attrs: Attrs) {
+        let mut objs = self.objects_write();
+        match objs.get_mut(&slot) {
+            Some(so) => so.index.update(o, attrs),
+            None => o.replace(attrs),
+        }
+    }
+
+    /// Session objects on `slot` matching a find template.
+    pub fn find_session_objects(&self, slot: u64, template: &[Attribute], user: bool) -> Vec<u64> {
+        self.objects_read()
+            .get(&slot)
+            .map(|so| so.index.find(template, user))
+            .unwrap_or_default()
     }
 
     /// Destroy the session objects created by `session`.
     pub fn drop_objects_of(&self, session: u64) {
-        self.objects.write().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, (owner, _, _)| *owner != session);
+        let mut objs = self.objects_write();
+        for so in objs.values_mut() {
+            let gone: Vec<u64> = so
+                .owner
+                .iter()
+                .filter(|(_, s)| **s == session)
+                .map(|(h, _)| *h)
+                .collect();
+            for h in gone {
+                so.owner.remove(&h);
+                so.index.remove(h);
+            }
+        }
     }
 
     pub fn connection_opened(&self) {

@@ -90,7 +90,10 @@ pub fn digest_init(app: &App, session: u64, mech: &Mechanism) -> Result<Response
             return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
         }
         let op = s.token.registry.get(mech.mech)?.digest_init(&mech.param)?;
-        s.digest = Some(DigestState { op, multipart: false });
+        s.digest = Some(DigestState {
+            op,
+            multipart: false,
+        });
         Ok(Response::Ok)
     })
 }
@@ -107,7 +110,10 @@ pub fn digest(app: &App, session: u64, data: &[u8], out: OutCap) -> Result<Respo
         st.op.update(data);
         let d = st.op.finalize();
         s.digest = None;
-        Ok(Response::Output { len: d.len() as u64, data: Some(d) })
+        Ok(Response::Output {
+            len: d.len() as u64,
+            data: Some(d),
+        })
     })
 }
 
@@ -130,7 +136,10 @@ pub fn digest_key(app: &App, session: u64, key: u64) -> Result<Response> {
         let o = visible_object(app, s, key).map_err(|_| Error::rv(ck::CKR_KEY_HANDLE_INVALID))?;
         let value = {
             let a = o.attrs();
-            if o.class != ck::CKO_SECRET_KEY || a.bool(ck::CKA_SENSITIVE) || !a.bool(ck::CKA_EXTRACTABLE) {
+            if o.class != ck::CKO_SECRET_KEY
+                || a.bool(ck::CKA_SENSITIVE)
+                || !a.bool(ck::CKA_EXTRACTABLE)
+            {
                 return Err(Error::rv(ck::CKR_KEY_INDIGESTIBLE));
             }
             a.get(ck::CKA_VALUE).unwrap_or_default().to_vec()
@@ -150,7 +159,10 @@ pub fn digest_final(app: &App, session: u64, out: OutCap) -> Result<Response> {
         }
         let d = st.op.finalize();
         s.digest = None;
-        Ok(Response::Output { len: d.len() as u64, data: Some(d) })
+        Ok(Response::Output {
+            len: d.len() as u64,
+            data: Some(d),
+        })
     })
 }
 
@@ -161,7 +173,10 @@ pub fn sign_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Result<
         }
         let m = s.token.registry.get(mech.mech)?.clone();
         let (_, k) = usable_key(app, s, key, ck::CKA_SIGN, mech.mech)?;
-        s.sign = Some(SignState { op: m.sign_init(&k, &mech.param)?, multipart: false });
+        s.sign = Some(SignState {
+            op: m.sign_init(&k, &mech.param)?,
+            multipart: false,
+        });
         Ok(Response::Ok)
     })
 }
@@ -178,7 +193,10 @@ pub fn sign(app: &App, session: u64, data: &[u8], out: OutCap) -> Result<Respons
         let r = st.op.oneshot(data);
         s.sign = None;
         let sig = r?;
-        Ok(Response::Output { len: sig.len() as u64, data: Some(sig) })
+        Ok(Response::Output {
+            len: sig.len() as u64,
+            data: Some(sig),
+        })
     })
 }
 
@@ -187,7 +205,10 @@ pub fn sign_update(app: &App, session: u64, data: &[u8]) -> Result<Response> {
         let st = s.sign.as_mut().ok_or_else(not_init)?;
         if !st.op.multipart() {
             s.sign = None;
-            return Err(Error::new(ck::CKR_FUNCTION_NOT_SUPPORTED, "mechanism is single-part only"));
+            return Err(Error::new(
+                ck::CKR_FUNCTION_NOT_SUPPORTED,
+                "mechanism is single-part only",
+            ));
         }
         st.multipart = true;
         if let Err(e) = st.op.update(data) {
@@ -207,7 +228,10 @@ pub fn sign_final(app: &App, session: u64, out: OutCap) -> Result<Response> {
         let r = st.op.finalize();
         s.sign = None;
         let sig = r?;
-        Ok(Response::Output { len: sig.len() as u64, data: Some(sig) })
+        Ok(Response::Output {
+            len: sig.len() as u64,
+            data: Some(sig),
+        })
     })
 }
 
@@ -218,7 +242,10 @@ pub fn verify_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resul
         }
         let m = s.token.registry.get(mech.mech)?.clone();
         let (_, k) = usable_key(app, s, key, ck::CKA_VERIFY, mech.mech)?;
-        s.verify = Some(VerifyState { op: m.verify_init(&k, &mech.param)?, multipart: false });
+        s.verify = Some(VerifyState {
+            op: m.verify_init(&k, &mech.param)?,
+            multipart: false,
+        });
         Ok(Response::Ok)
     })
 }
@@ -240,7 +267,10 @@ pub fn verify_update(app: &App, session: u64, data: &[u8]) -> Result<Response> {
         let st = s.verify.as_mut().ok_or_else(not_init)?;
         if !st.op.multipart() {
             s.verify = None;
-            return Err(Error::new(ck::CKR_FUNCTION_NOT_SUPPORTED, "mechanism is single-part only"));
+            return Err(Error::new(
+                ck::CKR_FUNCTION_NOT_SUPPORTED,
+                "mechanism is single-part only",
+            ));
         }
         st.multipart = true;
         if let Err(e) = st.op.update(data) {

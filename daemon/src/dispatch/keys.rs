@@ -11,15 +11,32 @@ use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::token::object::{self, Origin, INTERNAL_DER};
 
-pub fn generate_key(d: &Daemon, app: &App, session: u64, mech: &Mechanism, template: &[Attribute]) -> Result<Response> {
+pub fn generate_key(
+    d: &Daemon,
+    app: &App,
+    session: u64,
+    mech: &Mechanism,
+    template: &[Attribute],
+) -> Result<Response> {
     with_session(app, session, |s| {
         let m = s.token.registry.get(mech.mech)?.clone();
         let value_len = object::template_value_len(template)?;
         let gen = m.generate_key(&mech.param, value_len)?;
-        let mut attrs = object::build(template, Some(ck::CKO_SECRET_KEY), Some(gen.key_type), Origin::Generate, actor(app, s))?;
+        let mut attrs = object::build(
+            template,
+            Some(ck::CKO_SECRET_KEY),
+            Some(gen.key_type),
+            Origin::Generate,
+            actor(app, s),
+        )?;
         object::check_secret_value(gen.key_type, gen.value.len())?;
         attrs.set(ck::CKA_VALUE, gen.value.to_vec());
-        object::finish_key(&mut attrs, Origin::Generate, Some(mech.mech), &object::new_key_id());
+        object::finish_key(
+            &mut attrs,
+            Origin::Generate,
+            Some(mech.mech),
+            &object::new_key_id(),
+        );
         Ok(Response::Handle(store_object(d, app, s, attrs)?))
     })
 }
@@ -36,9 +53,20 @@ pub fn generate_key_pair(
         let m = s.token.registry.get(mech.mech)?.clone();
         let who = actor(app, s);
         let gen = m.generate_key_pair(&mech.param, public_template, private_template)?;
-        let mut public = object::build(public_template, Some(ck::CKO_PUBLIC_KEY), Some(gen.key_type), Origin::Generate, who)?;
-        let mut private =
-            object::build(private_template, Some(ck::CKO_PRIVATE_KEY), Some(gen.key_type), Origin::Generate, who)?;
+        let mut public = object::build(
+            public_template,
+            Some(ck::CKO_PUBLIC_KEY),
+            Some(gen.key_type),
+            Origin::Generate,
+            who,
+        )?;
+        let mut private = object::build(
+            private_template,
+            Some(ck::CKO_PRIVATE_KEY),
+            Some(gen.key_type),
+            Origin::Generate,
+            who,
+        )?;
         for (t, v) in gen.public_attrs {
             public.set(t, v);
         }
@@ -54,11 +82,21 @@ pub fn generate_key_pair(
         // caller gets an error and no orphaned public key exists.
         let private_handle = store_object(d, app, s, private)?;
         let public_handle = store_object(d, app, s, public)?;
-        Ok(Response::KeyPair { public: public_handle, private: private_handle })
+        Ok(Response::KeyPair {
+            public: public_handle,
+            private: private_handle,
+        })
     })
 }
 
-pub fn wrap(app: &App, session: u64, mech: &Mechanism, wrapping_key: u64, key: u64, out: OutCap) -> Result<Response> {
+pub fn wrap(
+    app: &App,
+    session: u64,
+    mech: &Mechanism,
+    wrapping_key: u64,
+    key: u64,
+    out: OutCap,
+) -> Result<Response> {
     with_session(app, session, |s| {
         let m = s.token.registry.get(mech.mech)?.clone();
         let (wo, wk) = usable_key(app, s, wrapping_key, ck::CKA_WRAP, mech.mech)?;
@@ -72,20 +110,36 @@ pub fn wrap(app: &App, session: u64, mech: &Mechanism, wrapping_key: u64, key: u
                 return Err(Error::rv(ck::CKR_KEY_UNEXTRACTABLE));
             }
             if a.bool(ck::CKA_WRAP_WITH_TRUSTED) && !wo.attrs().bool(ck::CKA_TRUSTED) {
-                return Err(Error::new(ck::CKR_KEY_NOT_WRAPPABLE, "key may only be wrapped by a trusted key"));
+                return Err(Error::new(
+                    ck::CKR_KEY_NOT_WRAPPABLE,
+                    "key may only be wrapped by a trusted key",
+                ));
             }
-            let v = if o.class == ck::CKO_SECRET_KEY { a.get(ck::CKA_VALUE) } else { a.get(INTERNAL_DER) };
+            let v = if o.class == ck::CKO_SECRET_KEY {
+                a.get(ck::CKA_VALUE)
+            } else {
+                a.get(INTERNAL_DER)
+            };
             Zeroizing::new(v.unwrap_or_default().to_vec())
         };
         let bound = m.wrap_len(&mech.param, &wk, value.len())?;
         let Some(cap) = out else {
-            return Ok(Response::Output { len: bound as u64, data: None });
+            return Ok(Response::Output {
+                len: bound as u64,
+                data: None,
+            });
         };
         let wrapped = m.wrap(&mech.param, &wk, &value)?;
         if wrapped.len() as u64 > cap {
-            return Ok(Response::Output { len: wrapped.len() as u64, data: None });
+            return Ok(Response::Output {
+                len: wrapped.len() as u64,
+                data: None,
+            });
         }
-        Ok(Response::Output { len: wrapped.len() as u64, data: Some(wrapped) })
+        Ok(Response::Output {
+            len: wrapped.len() as u64,
+            data: Some(wrapped),
+        })
     })
 }
 
@@ -100,12 +154,21 @@ fn secret_from_material(
     let class = object::template_ulong(template, ck::CKA_CLASS)?
         .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS missing"))?;
     if !s.token.allow_import {
-        return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "this instance only takes keys generated inside it"));
+        return Err(Error::new(
+            ck::CKR_ACTION_PROHIBITED,
+            "this instance only takes keys generated inside it",
+        ));
     }
     if class == ck::CKO_PRIVATE_KEY {
         // PKCS#8 under AES-KWP / AES-CBC-PAD / ...
         let (kt, der, extra) = crate::mech::asym::private_from_pkcs8(&value)?;
-        let mut attrs = object::build(template, Some(ck::CKO_PRIVATE_KEY), Some(kt), Origin::Unwrap, actor(app, s))?;
+        let mut attrs = object::build(
+            template,
+            Some(ck::CKO_PRIVATE_KEY),
+            Some(kt),
+            Origin::Unwrap,
+            actor(app, s),
+        )?;
         for (t, v) in extra {
             attrs.set(t, v);
         }
@@ -114,7 +177,10 @@ fn secret_from_material(
         return store_object(d, app, s, attrs);
     }
     if class != ck::CKO_SECRET_KEY {
-        return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "only secret and private keys can be unwrapped"));
+        return Err(Error::new(
+            ck::CKR_TEMPLATE_INCONSISTENT,
+            "only secret and private keys can be unwrapped",
+        ));
     }
     let kt = object::template_ulong(template, ck::CKA_KEY_TYPE)?
         .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing"))?;
@@ -122,12 +188,26 @@ fn secret_from_material(
         // RFC 3394 without padding leaves trailing zeros on keys whose
         // length is not a multiple of 8; CKA_VALUE_LEN says where to cut.
         if n > value.len() || n == 0 {
-            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE_LEN exceeds the recovered key"));
+            return Err(Error::new(
+                ck::CKR_TEMPLATE_INCONSISTENT,
+                "CKA_VALUE_LEN exceeds the recovered key",
+            ));
         }
         value.truncate(n);
     }
-    object::check_secret_value(kt, value.len()).map_err(|_| Error::new(ck::CKR_WRAPPED_KEY_INVALID, "recovered key has the wrong length"))?;
-    let mut attrs = object::build(template, Some(ck::CKO_SECRET_KEY), Some(kt), Origin::Unwrap, actor(app, s))?;
+    object::check_secret_value(kt, value.len()).map_err(|_| {
+        Error::new(
+            ck::CKR_WRAPPED_KEY_INVALID,
+            "recovered key has the wrong length",
+        )
+    })?;
+    let mut attrs = object::build(
+        template,
+        Some(ck::CKO_SECRET_KEY),
+        Some(kt),
+        Origin::Unwrap,
+        actor(app, s),
+    )?;
     attrs.set(ck::CKA_VALUE, value.to_vec());
     object::finish_key(&mut attrs, Origin::Unwrap, None, &object::new_key_id());
     store_object(d, app, s, attrs)
@@ -144,26 +224,47 @@ pub fn unwrap(
 ) -> Result<Response> {
     with_session(app, session, |s| {
         let m = s.token.registry.get(mech.mech)?.clone();
-        let (_, uk) = usable_key(app, s, unwrapping_key, ck::CKA_UNWRAP, mech.mech)
-            .map_err(|e| if e.rv == ck::CKR_KEY_HANDLE_INVALID { Error::rv(ck::CKR_UNWRAPPING_KEY_HANDLE_INVALID) } else { e })?;
+        let (_, uk) =
+            usable_key(app, s, unwrapping_key, ck::CKA_UNWRAP, mech.mech).map_err(|e| {
+                if e.rv == ck::CKR_KEY_HANDLE_INVALID {
+                    Error::rv(ck::CKR_UNWRAPPING_KEY_HANDLE_INVALID)
+                } else {
+                    e
+                }
+            })?;
         let value = m.unwrap(&mech.param, &uk, wrapped)?;
-        Ok(Response::Handle(secret_from_material(d, app, s, template, value)?))
+        Ok(Response::Handle(secret_from_material(
+            d, app, s, template, value,
+        )?))
     })
 }
 
-pub fn derive(d: &Daemon, app: &App, session: u64, mech: &Mechanism, base: u64, template: &[Attribute]) -> Result<Response> {
+pub fn derive(
+    d: &Daemon,
+    app: &App,
+    session: u64,
+    mech: &Mechanism,
+    base: u64,
+    template: &[Attribute],
+) -> Result<Response> {
     with_session(app, session, |s| {
         let m = s.token.registry.get(mech.mech)?.clone();
         let (_, bk) = usable_key(app, s, base, ck::CKA_DERIVE, mech.mech)?;
         let value = m.derive(&mech.param, &bk, object::template_value_len(template)?)?;
-        Ok(Response::Handle(secret_from_material(d, app, s, template, value)?))
+        Ok(Response::Handle(secret_from_material(
+            d, app, s, template, value,
+        )?))
     })
 }
 
 pub fn random(app: &App, session: u64, len: u64) -> Result<Response> {
     with_session(app, session, |_| Ok(()))?;
-    let len = usize::try_from(len).ok().filter(|l| *l <= MAX_DATA).ok_or_else(|| Error::rv(ck::CKR_ARGUMENTS_BAD))?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_DATA)
+        .ok_or_else(|| Error::rv(ck::CKR_ARGUMENTS_BAD))?;
     let mut buf = vec![0u8; len];
-    getrandom::fill(&mut buf).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
+    getrandom::fill(&mut buf)
+        .map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
     Ok(Response::Bytes(buf))
 }

@@ -49,36 +49,72 @@ fn route(d: &Daemon, app: &Arc<App>, req: Request) -> Result<Response> {
         R::GetTokenInfo { slot } => slot::token_info(d, slot),
         R::GetMechanismList { slot } => slot::mechanism_list(d, slot),
         R::GetMechanismInfo { slot, mech } => slot::mechanism_info(d, slot, mech),
-        R::InitToken { slot, so_pin, label } => slot::init_token(d, slot, &so_pin, &label),
+        R::InitToken {
+            slot,
+            so_pin,
+            label,
+        } => slot::init_token(d, slot, &so_pin, &label),
         R::InitPin { session, pin } => slot::init_pin(d, app, session, &pin),
-        R::SetPin { session, old_pin, new_pin } => slot::set_pin(d, app, session, &old_pin, &new_pin),
+        R::SetPin {
+            session,
+            old_pin,
+            new_pin,
+        } => slot::set_pin(d, app, session, &old_pin, &new_pin),
 
         R::OpenSession { slot, flags } => session::open(d, app, slot, flags),
         R::CloseSession { session } => session::close(d, app, session),
         R::CloseAllSessions { slot } => session::close_all(d, app, slot),
         R::GetSessionInfo { session } => session::info(app, session),
-        R::Login { session, user_type, pin } => session::login(app, session, user_type, &pin),
+        R::Login {
+            session,
+            user_type,
+            pin,
+        } => session::login(app, session, user_type, &pin),
         R::Logout { session } => session::logout(app, session),
         R::SessionCancel { session, flags } => session::cancel(app, session, flags),
 
         R::CreateObject { session, template } => object::create(d, app, session, &template),
-        R::CopyObject { session, object: o, template } => object::copy(d, app, session, o, &template),
+        R::CopyObject {
+            session,
+            object: o,
+            template,
+        } => object::copy(d, app, session, o, &template),
         R::DestroyObject { session, object: o } => object::destroy(app, session, o),
         R::GetObjectSize { session, object: o } => object::size(app, session, o),
-        R::GetAttributeValue { session, object: o, types } => object::get_attributes(app, session, o, &types),
-        R::SetAttributeValue { session, object: o, template } => object::set_attributes(app, session, o, &template),
+        R::GetAttributeValue {
+            session,
+            object: o,
+            types,
+        } => object::get_attributes(app, session, o, &types),
+        R::SetAttributeValue {
+            session,
+            object: o,
+            template,
+        } => object::set_attributes(app, session, o, &template),
         R::FindObjectsInit { session, template } => object::find_init(app, session, &template),
         R::FindObjects { session, max } => object::find(app, session, max),
         R::FindObjectsFinal { session } => object::find_final(app, session),
 
         R::EncryptInit { session, mech, key } => crypto::encrypt_init(app, session, &mech, key),
-        R::Encrypt { session, data, out } => crypto::encrypt(app, session, crate::session::Call::Oneshot, &data, out),
-        R::EncryptUpdate { session, data, out } => crypto::encrypt(app, session, crate::session::Call::Update, &data, out),
-        R::EncryptFinal { session, out } => crypto::encrypt(app, session, crate::session::Call::Final, &[], out),
+        R::Encrypt { session, data, out } => {
+            crypto::encrypt(app, session, crate::session::Call::Oneshot, &data, out)
+        }
+        R::EncryptUpdate { session, data, out } => {
+            crypto::encrypt(app, session, crate::session::Call::Update, &data, out)
+        }
+        R::EncryptFinal { session, out } => {
+            crypto::encrypt(app, session, crate::session::Call::Final, &[], out)
+        }
         R::DecryptInit { session, mech, key } => crypto::decrypt_init(app, session, &mech, key),
-        R::Decrypt { session, data, out } => crypto::decrypt(app, session, crate::session::Call::Oneshot, &data, out),
-        R::DecryptUpdate { session, data, out } => crypto::decrypt(app, session, crate::session::Call::Update, &data, out),
-        R::DecryptFinal { session, out } => crypto::decrypt(app, session, crate::session::Call::Final, &[], out),
+        R::Decrypt { session, data, out } => {
+            crypto::decrypt(app, session, crate::session::Call::Oneshot, &data, out)
+        }
+        R::DecryptUpdate { session, data, out } => {
+            crypto::decrypt(app, session, crate::session::Call::Update, &data, out)
+        }
+        R::DecryptFinal { session, out } => {
+            crypto::decrypt(app, session, crate::session::Call::Final, &[], out)
+        }
         R::DigestInit { session, mech } => crypto::digest_init(app, session, &mech),
         R::Digest { session, data, out } => crypto::digest(app, session, &data, out),
         R::DigestUpdate { session, data } => crypto::digest_update(app, session, &data),
@@ -89,19 +125,45 @@ fn route(d: &Daemon, app: &Arc<App>, req: Request) -> Result<Response> {
         R::SignUpdate { session, data } => crypto::sign_update(app, session, &data),
         R::SignFinal { session, out } => crypto::sign_final(app, session, out),
         R::VerifyInit { session, mech, key } => crypto::verify_init(app, session, &mech, key),
-        R::Verify { session, data, signature } => crypto::verify(app, session, &data, &signature),
+        R::Verify {
+            session,
+            data,
+            signature,
+        } => crypto::verify(app, session, &data, &signature),
         R::VerifyUpdate { session, data } => crypto::verify_update(app, session, &data),
         R::VerifyFinal { session, signature } => crypto::verify_final(app, session, &signature),
 
-        R::GenerateKey { session, mech, template } => keys::generate_key(d, app, session, &mech, &template),
-        R::GenerateKeyPair { session, mech, public_template, private_template } => {
-            keys::generate_key_pair(d, app, session, &mech, &public_template, &private_template)
-        }
-        R::WrapKey { session, mech, wrapping_key, key, out } => keys::wrap(app, session, &mech, wrapping_key, key, out),
-        R::UnwrapKey { session, mech, unwrapping_key, wrapped, template } => {
-            keys::unwrap(d, app, session, &mech, unwrapping_key, &wrapped, &template)
-        }
-        R::DeriveKey { session, mech, base_key, template } => keys::derive(d, app, session, &mech, base_key, &template),
+        R::GenerateKey {
+            session,
+            mech,
+            template,
+        } => keys::generate_key(d, app, session, &mech, &template),
+        R::GenerateKeyPair {
+            session,
+            mech,
+            public_template,
+            private_template,
+        } => keys::generate_key_pair(d, app, session, &mech, &public_template, &private_template),
+        R::WrapKey {
+            session,
+            mech,
+            wrapping_key,
+            key,
+            out,
+        } => keys::wrap(app, session, &mech, wrapping_key, key, out),
+        R::UnwrapKey {
+            session,
+            mech,
+            unwrapping_key,
+            wrapped,
+            template,
+        } => keys::unwrap(d, app, session, &mech, unwrapping_key, &wrapped, &template),
+        R::DeriveKey {
+            session,
+            mech,
+            base_key,
+            template,
+        } => keys::derive(d, app, session, &mech, base_key, &template),
         R::SeedRandom { session, .. } => {
             with_session(app, session, |_| Ok(()))?;
             // The daemon draws from the kernel CSPRNG; a caller's seed cannot
@@ -111,13 +173,25 @@ fn route(d: &Daemon, app: &Arc<App>, req: Request) -> Result<Response> {
         R::GenerateRandom { session, len } => keys::random(app, session, len),
 
         R::Status => Ok(Response::Status(d.status())),
-        R::Admin { instance, so_pin, cmd } => Ok(Response::Admin(crate::kms::admin::handle(d, &instance, &so_pin, cmd))),
+        R::Admin {
+            instance,
+            so_pin,
+            cmd,
+        } => Ok(Response::Admin(crate::kms::admin::handle(
+            d, &instance, &so_pin, cmd,
+        ))),
     }
 }
 
 /// Run `f` on a locked session of this application.
-pub(crate) fn with_session<T>(app: &App, handle: u64, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
-    let s = app.session(handle).ok_or_else(|| Error::rv(ck::CKR_SESSION_HANDLE_INVALID))?;
+pub(crate) fn with_session<T>(
+    app: &App,
+    handle: u64,
+    f: impl FnOnce(&mut Session) -> Result<T>,
+) -> Result<T> {
+    let s = app
+        .session(handle)
+        .ok_or_else(|| Error::rv(ck::CKR_SESSION_HANDLE_INVALID))?;
     let mut guard = lock(&s);
     f(&mut guard)
 }
@@ -151,7 +225,13 @@ pub(crate) fn visible_object(app: &App, s: &Session, handle: u64) -> Result<Arc<
 }
 
 /// A key usable for `usage` (`CKA_ENCRYPT`, `CKA_SIGN`, ...) with `mech`.
-pub(crate) fn usable_key(app: &App, s: &Session, handle: u64, usage: u64, mech: u64) -> Result<(Arc<Object>, Arc<Key>)> {
+pub(crate) fn usable_key(
+    app: &App,
+    s: &Session,
+    handle: u64,
+    usage: u64,
+    mech: u64,
+) -> Result<(Arc<Object>, Arc<Key>)> {
     let o = visible_object(app, s, handle).map_err(|_| Error::rv(ck::CKR_KEY_HANDLE_INVALID))?;
     if !o.is_key() {
         return Err(Error::rv(ck::CKR_KEY_HANDLE_INVALID));
@@ -159,16 +239,29 @@ pub(crate) fn usable_key(app: &App, s: &Session, handle: u64, usage: u64, mech: 
     {
         let a = o.attrs();
         if !a.bool(usage) {
-            return Err(Error::new(ck::CKR_KEY_FUNCTION_NOT_PERMITTED, format!("key lacks usage attribute 0x{usage:x}")));
+            return Err(Error::new(
+                ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
+                format!("key lacks usage attribute 0x{usage:x}"),
+            ));
         }
-        if a.ulong(vendor::CKA_P11KMS_KEY_STATE).is_some_and(|st| st != vendor::CKV_P11KMS_STATE_ENABLED) {
-            return Err(Error::new(ck::CKR_KEY_FUNCTION_NOT_PERMITTED, "key is not enabled"));
+        if a.ulong(vendor::CKA_P11KMS_KEY_STATE)
+            .is_some_and(|st| st != vendor::CKV_P11KMS_STATE_ENABLED)
+        {
+            return Err(Error::new(
+                ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
+                "key is not enabled",
+            ));
         }
         if let Some(allowed) = a.get(ck::CKA_ALLOWED_MECHANISMS) {
             if !allowed.is_empty()
-                && !allowed.chunks_exact(8).any(|c| c.try_into().map(u64::from_le_bytes).ok() == Some(mech))
+                && !allowed
+                    .chunks_exact(8)
+                    .any(|c| c.try_into().map(u64::from_le_bytes).ok() == Some(mech))
             {
-                return Err(Error::new(ck::CKR_MECHANISM_INVALID, "mechanism not in CKA_ALLOWED_MECHANISMS"));
+                return Err(Error::new(
+                    ck::CKR_MECHANISM_INVALID,
+                    "mechanism not in CKA_ALLOWED_MECHANISMS",
+                ));
             }
         }
     }

@@ -21,7 +21,10 @@ pub(crate) fn store_object(d: &Daemon, app: &App, s: &Session, attrs: Attrs) -> 
         return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
     }
     if private && actor(app, s) != Actor::User {
-        return Err(Error::new(ck::CKR_USER_NOT_LOGGED_IN, "private objects need a user login"));
+        return Err(Error::new(
+            ck::CKR_USER_NOT_LOGGED_IN,
+            "private objects need a user login",
+        ));
     }
     if token {
         Ok(s.token.add_object(attrs)?.id)
@@ -35,8 +38,13 @@ pub(crate) fn store_object(d: &Daemon, app: &App, s: &Session, attrs: Attrs) -> 
 /// Check that this session may change or destroy `o`. Service keys belong
 /// to their service: nobody changes or destroys them.
 fn check_writable(app: &App, s: &Session, o: &Object) -> Result<()> {
-    if o.attrs().bool(p11kms_protocol::vendor::CKA_P11KMS_SERVICE_KEY) {
-        return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "service keys cannot be changed or destroyed"));
+    if o.attrs()
+        .bool(p11kms_protocol::vendor::CKA_P11KMS_SERVICE_KEY)
+    {
+        return Err(Error::new(
+            ck::CKR_ACTION_PROHIBITED,
+            "service keys cannot be changed or destroyed",
+        ));
     }
     if o.token && !s.rw {
         return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
@@ -52,7 +60,10 @@ pub fn create(d: &Daemon, app: &App, session: u64, template: &[Attribute]) -> Re
         let mut attrs = object::build(template, None, None, Origin::Create, actor(app, s))?;
         let class = attrs.class();
         if matches!(class, ck::CKO_SECRET_KEY | ck::CKO_PRIVATE_KEY) && !s.token.allow_import {
-            return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "this instance only takes keys generated inside it"));
+            return Err(Error::new(
+                ck::CKR_ACTION_PROHIBITED,
+                "this instance only takes keys generated inside it",
+            ));
         }
         let kt = attrs.key_type().unwrap_or(u64::MAX);
         match class {
@@ -89,11 +100,23 @@ pub fn create(d: &Daemon, app: &App, session: u64, template: &[Attribute]) -> Re
     })
 }
 
-pub fn copy(d: &Daemon, app: &App, session: u64, handle: u64, template: &[Attribute]) -> Result<Response> {
+pub fn copy(
+    d: &Daemon,
+    app: &App,
+    session: u64,
+    handle: u64,
+    template: &[Attribute],
+) -> Result<Response> {
     with_session(app, session, |s| {
         let o = visible_object(app, s, handle)?;
-        if !o.attrs().bool(ck::CKA_COPYABLE) || o.attrs().bool(p11kms_protocol::vendor::CKA_P11KMS_SERVICE_KEY) {
-            return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "object is not copyable"));
+        if !o.attrs().bool(ck::CKA_COPYABLE)
+            || o.attrs()
+                .bool(p11kms_protocol::vendor::CKA_P11KMS_SERVICE_KEY)
+        {
+            return Err(Error::new(
+                ck::CKR_ACTION_PROHIBITED,
+                "object is not copyable",
+            ));
         }
         let attrs = o.updated(template, actor(app, s), true)?;
         Ok(Response::Handle(store_object(d, app, s, attrs)?))
@@ -105,29 +128,43 @@ pub fn destroy(app: &App, session: u64, handle: u64) -> Result<Response> {
         let o = visible_object(app, s, handle)?;
         check_writable(app, s, &o)?;
         if !o.attrs().bool(ck::CKA_DESTROYABLE) {
-            return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "object is not destroyable"));
+            return Err(Error::new(
+                ck::CKR_ACTION_PROHIBITED,
+                "object is not destroyable",
+            ));
         }
         if o.token {
             s.token.destroy_object(o.id)?;
         } else {
-            app.remove_session_object(o.id);
+            app.remove_session_object(o.id, s.slot);
         }
         Ok(Response::Ok)
     })
 }
 
 pub fn size(app: &App, session: u64, handle: u64) -> Result<Response> {
-    with_session(app, session, |s| Ok(Response::Ulong(visible_object(app, s, handle)?.attrs().size())))
+    with_session(app, session, |s| {
+        Ok(Response::Ulong(
+            visible_object(app, s, handle)?.attrs().size(),
+        ))
+    })
 }
 
 pub fn get_attributes(app: &App, session: u64, handle: u64, types: &[u64]) -> Result<Response> {
     with_session(app, session, |s| {
         let o = visible_object(app, s, handle)?;
-        Ok(Response::Attributes(types.iter().map(|t| o.get_attribute(*t)).collect()))
+        Ok(Response::Attributes(
+            types.iter().map(|t| o.get_attribute(*t)).collect(),
+        ))
     })
 }
 
-pub fn set_attributes(app: &App, session: u64, handle: u64, template: &[Attribute]) -> Result<Response> {
+pub fn set_attributes(
+    app: &App,
+    session: u64,
+    handle: u64,
+    template: &[Attribute],
+) -> Result<Response> {
     with_session(app, session, |s| {
         let o = visible_object(app, s, handle)?;
         check_writable(app, s, &o)?;
@@ -135,7 +172,7 @@ pub fn set_attributes(app: &App, session: u64, handle: u64, template: &[Attribut
         if o.token {
             s.token.update_object(&o, attrs)?;
         } else {
-            o.replace(attrs);
+            app.update_session_object(s.slot, &o, attrs);
         }
         Ok(Response::Ok)
     })
@@ -148,9 +185,7 @@ pub fn find_init(app: &App, session: u64, template: &[Attribute]) -> Result<Resp
         }
         let user = actor(app, s) == Actor::User;
         let mut results = s.token.find(template, user);
-        results.extend(
-            app.session_objects_where(s.slot, |o| (user || !o.private) && o.matches(template)).iter().map(|o| o.id),
-        );
+        results.extend(app.find_session_objects(s.slot, template, user));
         s.find = Some(FindState { results, pos: 0 });
         Ok(Response::Ok)
     })
@@ -158,8 +193,13 @@ pub fn find_init(app: &App, session: u64, template: &[Attribute]) -> Result<Resp
 
 pub fn find(app: &App, session: u64, max: u64) -> Result<Response> {
     with_session(app, session, |s| {
-        let f = s.find.as_mut().ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?;
-        let n = usize::try_from(max).unwrap_or(usize::MAX).min(f.results.len() - f.pos);
+        let f = s
+            .find
+            .as_mut()
+            .ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?;
+        let n = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(f.results.len() - f.pos);
         let out = f.results[f.pos..f.pos + n].to_vec();
         f.pos += n;
         Ok(Response::Handles(out))
@@ -168,7 +208,9 @@ pub fn find(app: &App, session: u64, max: u64) -> Result<Response> {
 
 pub fn find_final(app: &App, session: u64) -> Result<Response> {
     with_session(app, session, |s| {
-        s.find.take().ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?;
+        s.find
+            .take()
+            .ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))?;
         Ok(Response::Ok)
     })
 }

@@ -15,6 +15,12 @@ use crate::token::User;
 
 pub fn open(d: &Daemon, app: &Arc<App>, slot: u64, flags: u64) -> Result<Response> {
     let inst = d.instance(slot)?;
+    if !inst.serving {
+        return Err(Error::new(
+            p11kms_protocol::vendor::CKR_P11KMS_INSTANCE_UNAVAILABLE,
+            format!("instance {} failed a start-up self-test", inst.name),
+        ));
+    }
     if flags & ck::CKF_SERIAL_SESSION == 0 {
         return Err(Error::rv(ck::CKR_SESSION_PARALLEL_NOT_SUPPORTED));
     }
@@ -34,7 +40,9 @@ pub fn open(d: &Daemon, app: &Arc<App>, slot: u64, flags: u64) -> Result<Respons
 /// Close one session: its session objects go, and the last session of the
 /// application on that token logs the application out.
 pub fn close_session(_d: &Daemon, app: &App, handle: u64) -> bool {
-    let Some(s) = app.remove_session(handle) else { return false };
+    let Some(s) = app.remove_session(handle) else {
+        return false;
+    };
     let (slot, rw, token) = {
         let mut g = lock(&s);
         g.cancel_all();
@@ -100,7 +108,10 @@ pub fn login(app: &App, handle: u64, user_type: u64, pin: &[u8]) -> Result<Respo
         ck::CKU_USER => User::User,
         ck::CKU_CONTEXT_SPECIFIC => {
             // No p11kms key requires per-operation authentication.
-            return Err(Error::new(ck::CKR_OPERATION_NOT_INITIALIZED, "no operation needs context-specific login"));
+            return Err(Error::new(
+                ck::CKR_OPERATION_NOT_INITIALIZED,
+                "no operation needs context-specific login",
+            ));
         }
         _ => return Err(Error::rv(ck::CKR_USER_TYPE_INVALID)),
     };
@@ -113,7 +124,10 @@ pub fn login(app: &App, handle: u64, user_type: u64, pin: &[u8]) -> Result<Respo
         return Err(Error::rv(ck::CKR_SESSION_READ_ONLY_EXISTS));
     }
     if !token.initialized() {
-        return Err(Error::new(ck::CKR_USER_PIN_NOT_INITIALIZED, "token is not initialized"));
+        return Err(Error::new(
+            ck::CKR_USER_PIN_NOT_INITIALIZED,
+            "token is not initialized",
+        ));
     }
     token.verify_pin(who, pin)?;
     app.set_login(slot, Some(who));

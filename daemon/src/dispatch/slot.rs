@@ -14,7 +14,9 @@ use crate::token::User;
 
 pub fn slot_list(d: &Daemon, _token_present: bool) -> Result<Response> {
     // Every instance always has its token present.
-    Ok(Response::SlotList(d.instances.iter().map(|i| i.slot).collect()))
+    Ok(Response::SlotList(
+        d.instances.iter().map(|i| i.slot).collect(),
+    ))
 }
 
 pub fn slot_info(d: &Daemon, slot: u64) -> Result<Response> {
@@ -33,7 +35,9 @@ pub fn token_info(d: &Daemon, slot: u64) -> Result<Response> {
 }
 
 pub fn mechanism_list(d: &Daemon, slot: u64) -> Result<Response> {
-    Ok(Response::MechanismList(d.instance(slot)?.token.registry.list()))
+    Ok(Response::MechanismList(
+        d.instance(slot)?.token.registry.list(),
+    ))
 }
 
 pub fn mechanism_info(d: &Daemon, slot: u64, mech: u64) -> Result<Response> {
@@ -46,7 +50,10 @@ pub fn mechanism_info(d: &Daemon, slot: u64, mech: u64) -> Result<Response> {
 pub fn init_token(d: &Daemon, slot: u64, so_pin: &[u8], label: &[u8]) -> Result<Response> {
     let i = d.instance(slot)?;
     if i.token.sessions.load(Ordering::SeqCst) > 0 {
-        return Err(Error::new(ck::CKR_SESSION_EXISTS, "close every session before C_InitToken"));
+        return Err(Error::new(
+            ck::CKR_SESSION_EXISTS,
+            "close every session before C_InitToken",
+        ));
     }
     i.token.init(so_pin, label)?;
     tracing::info!(instance = %i.name, "token initialized");
@@ -73,7 +80,11 @@ pub fn set_pin(_d: &Daemon, app: &App, session: u64, old: &[u8], new: &[u8]) -> 
         if !s.rw {
             return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
         }
-        let who = if actor(app, s) == Actor::So { User::So } else { User::User };
+        let who = if actor(app, s) == Actor::So {
+            User::So
+        } else {
+            User::User
+        };
         crate::token::pin::check_len(new)?;
         s.token.verify_pin(who, old)?;
         match who {

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use p11kms_protocol::{vendor, AttrResult, Attribute, MechParam, Mechanism, Request as R, Response};
+use p11kms_protocol::{
+    vendor, AttrResult, Attribute, MechParam, Mechanism, Request as R, Response,
+};
 use pkcs11_sys as ck;
 
 use crate::access::{App, AppKey, Peer};
@@ -24,7 +26,14 @@ fn daemon_at(dir: &std::path::Path) -> Daemon {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = daemon_at(dir.path());
-    let app = d.attach(AppKey { app_id: [1; 16], uid: 0, pid: 1 }, Peer::default());
+    let app = d.attach(
+        AppKey {
+            app_id: [1; 16],
+            uid: 0,
+            pid: 1,
+        },
+        Peer::default(),
+    );
     Fixture { _dir: dir, d, app }
 }
 
@@ -54,38 +63,105 @@ impl Fixture {
     /// Initialized token with user PIN "1234" and SO PIN "12345678"; returns
     /// a R/W session logged in as the user.
     fn ready(&self) -> u64 {
-        self.ok(R::InitToken { slot: 0, so_pin: b"12345678".to_vec(), label: b"test".to_vec() });
+        self.ok(R::InitToken {
+            slot: 0,
+            so_pin: b"12345678".to_vec(),
+            label: b"test".to_vec(),
+        });
         let s = self.open(true);
-        self.ok(R::Login { session: s, user_type: ck::CKU_SO, pin: b"12345678".to_vec() });
-        self.ok(R::InitPin { session: s, pin: b"1234".to_vec() });
+        self.ok(R::Login {
+            session: s,
+            user_type: ck::CKU_SO,
+            pin: b"12345678".to_vec(),
+        });
+        self.ok(R::InitPin {
+            session: s,
+            pin: b"1234".to_vec(),
+        });
         self.ok(R::Logout { session: s });
-        self.ok(R::Login { session: s, user_type: ck::CKU_USER, pin: b"1234".to_vec() });
+        self.ok(R::Login {
+            session: s,
+            user_type: ck::CKU_USER,
+            pin: b"1234".to_vec(),
+        });
         s
     }
     fn aes_key(&self, s: u64, extra: Vec<Attribute>) -> u64 {
-        let mut t = vec![Attribute::ulong(ck::CKA_VALUE_LEN, 32), Attribute::bool(ck::CKA_TOKEN, true)];
+        let mut t = vec![
+            Attribute::ulong(ck::CKA_VALUE_LEN, 32),
+            Attribute::bool(ck::CKA_TOKEN, true),
+        ];
         t.extend(extra);
-        self.handle(R::GenerateKey { session: s, mech: Mechanism::new(ck::CKM_AES_KEY_GEN), template: t })
+        self.handle(R::GenerateKey {
+            session: s,
+            mech: Mechanism::new(ck::CKM_AES_KEY_GEN),
+            template: t,
+        })
     }
 }
 
 #[test]
 fn login_state_machine() {
     let f = fixture();
-    f.ok(R::InitToken { slot: 0, so_pin: b"12345678".to_vec(), label: b"t".to_vec() });
+    f.ok(R::InitToken {
+        slot: 0,
+        so_pin: b"12345678".to_vec(),
+        label: b"t".to_vec(),
+    });
     let ro = f.open(false);
     // SO login with a R/O session open is refused.
-    assert_eq!(f.err(R::Login { session: ro, user_type: ck::CKU_SO, pin: b"12345678".to_vec() }), ck::CKR_SESSION_READ_ONLY_EXISTS);
+    assert_eq!(
+        f.err(R::Login {
+            session: ro,
+            user_type: ck::CKU_SO,
+            pin: b"12345678".to_vec()
+        }),
+        ck::CKR_SESSION_READ_ONLY_EXISTS
+    );
     f.ok(R::CloseSession { session: ro });
     let rw = f.open(true);
     // No user PIN yet.
-    assert_eq!(f.err(R::Login { session: rw, user_type: ck::CKU_USER, pin: b"1234".to_vec() }), ck::CKR_USER_PIN_NOT_INITIALIZED);
-    f.ok(R::Login { session: rw, user_type: ck::CKU_SO, pin: b"12345678".to_vec() });
-    assert_eq!(f.err(R::Login { session: rw, user_type: ck::CKU_SO, pin: b"12345678".to_vec() }), ck::CKR_USER_ALREADY_LOGGED_IN);
-    assert_eq!(f.err(R::Login { session: rw, user_type: ck::CKU_USER, pin: b"1234".to_vec() }), ck::CKR_USER_ANOTHER_ALREADY_LOGGED_IN);
+    assert_eq!(
+        f.err(R::Login {
+            session: rw,
+            user_type: ck::CKU_USER,
+            pin: b"1234".to_vec()
+        }),
+        ck::CKR_USER_PIN_NOT_INITIALIZED
+    );
+    f.ok(R::Login {
+        session: rw,
+        user_type: ck::CKU_SO,
+        pin: b"12345678".to_vec(),
+    });
+    assert_eq!(
+        f.err(R::Login {
+            session: rw,
+            user_type: ck::CKU_SO,
+            pin: b"12345678".to_vec()
+        }),
+        ck::CKR_USER_ALREADY_LOGGED_IN
+    );
+    assert_eq!(
+        f.err(R::Login {
+            session: rw,
+            user_type: ck::CKU_USER,
+            pin: b"1234".to_vec()
+        }),
+        ck::CKR_USER_ANOTHER_ALREADY_LOGGED_IN
+    );
     // R/O session while SO is logged in.
-    assert_eq!(f.err(R::OpenSession { slot: 0, flags: ck::CKF_SERIAL_SESSION }), ck::CKR_SESSION_READ_WRITE_SO_EXISTS);
-    f.ok(R::InitPin { session: rw, pin: b"1234".to_vec() });
+    assert_eq!(
+        f.err(R::OpenSession {
+            slot: 0,
+            flags: ck::CKF_SERIAL_SESSION
+        }),
+        ck::CKR_SESSION_READ_WRITE_SO_EXISTS
+    );
+    f.ok(R::InitPin {
+        session: rw,
+        pin: b"1234".to_vec(),
+    });
     match f.call(R::GetSessionInfo { session: rw }) {
         Response::SessionInfo(i) => assert_eq!(i.state, ck::CKS_RW_SO_FUNCTIONS),
         other => panic!("{other:?}"),
@@ -93,10 +169,33 @@ fn login_state_machine() {
     f.ok(R::Logout { session: rw });
     assert_eq!(f.err(R::Logout { session: rw }), ck::CKR_USER_NOT_LOGGED_IN);
     // InitToken refused while sessions exist.
-    assert_eq!(f.err(R::InitToken { slot: 0, so_pin: b"12345678".to_vec(), label: b"t".to_vec() }), ck::CKR_SESSION_EXISTS);
-    assert_eq!(f.err(R::Login { session: rw, user_type: 7, pin: b"1234".to_vec() }), ck::CKR_USER_TYPE_INVALID);
-    assert_eq!(f.err(R::OpenSession { slot: 0, flags: 0 }), ck::CKR_SESSION_PARALLEL_NOT_SUPPORTED);
-    assert_eq!(f.err(R::OpenSession { slot: 9, flags: ck::CKF_SERIAL_SESSION }), ck::CKR_SLOT_ID_INVALID);
+    assert_eq!(
+        f.err(R::InitToken {
+            slot: 0,
+            so_pin: b"12345678".to_vec(),
+            label: b"t".to_vec()
+        }),
+        ck::CKR_SESSION_EXISTS
+    );
+    assert_eq!(
+        f.err(R::Login {
+            session: rw,
+            user_type: 7,
+            pin: b"1234".to_vec()
+        }),
+        ck::CKR_USER_TYPE_INVALID
+    );
+    assert_eq!(
+        f.err(R::OpenSession { slot: 0, flags: 0 }),
+        ck::CKR_SESSION_PARALLEL_NOT_SUPPORTED
+    );
+    assert_eq!(
+        f.err(R::OpenSession {
+            slot: 9,
+            flags: ck::CKF_SERIAL_SESSION
+        }),
+        ck::CKR_SLOT_ID_INVALID
+    );
 }
 
 #[test]
@@ -105,7 +204,14 @@ fn pin_lockout_and_flags() {
     let mut cfg = Config::zero(dir.path().to_path_buf(), dir.path().join("sock"));
     cfg.instances[0].max_pin_failures = 3;
     let d = Daemon::open(cfg).expect("daemon");
-    let app = d.attach(AppKey { app_id: [2; 16], uid: 0, pid: 2 }, Peer::default());
+    let app = d.attach(
+        AppKey {
+            app_id: [2; 16],
+            uid: 0,
+            pid: 2,
+        },
+        Peer::default(),
+    );
     let f = Fixture { _dir: dir, d, app };
     let s = f.ready();
     f.ok(R::Logout { session: s });
@@ -113,34 +219,106 @@ fn pin_lockout_and_flags() {
         Response::TokenInfo(t) => t.flags,
         other => panic!("{other:?}"),
     };
-    assert_eq!(f.err(R::Login { session: s, user_type: ck::CKU_USER, pin: b"0000".to_vec() }), ck::CKR_PIN_INCORRECT);
+    assert_eq!(
+        f.err(R::Login {
+            session: s,
+            user_type: ck::CKU_USER,
+            pin: b"0000".to_vec()
+        }),
+        ck::CKR_PIN_INCORRECT
+    );
     assert_ne!(flags(&f) & ck::CKF_USER_PIN_COUNT_LOW, 0);
-    assert_eq!(f.err(R::Login { session: s, user_type: ck::CKU_USER, pin: b"0000".to_vec() }), ck::CKR_PIN_INCORRECT);
+    assert_eq!(
+        f.err(R::Login {
+            session: s,
+            user_type: ck::CKU_USER,
+            pin: b"0000".to_vec()
+        }),
+        ck::CKR_PIN_INCORRECT
+    );
     assert_ne!(flags(&f) & ck::CKF_USER_PIN_FINAL_TRY, 0);
-    assert_eq!(f.err(R::Login { session: s, user_type: ck::CKU_USER, pin: b"0000".to_vec() }), ck::CKR_PIN_LOCKED);
+    assert_eq!(
+        f.err(R::Login {
+            session: s,
+            user_type: ck::CKU_USER,
+            pin: b"0000".to_vec()
+        }),
+        ck::CKR_PIN_LOCKED
+    );
     assert_ne!(flags(&f) & ck::CKF_USER_PIN_LOCKED, 0);
     // Even the right PIN is refused now; the SO can reset it.
-    assert_eq!(f.err(R::Login { session: s, user_type: ck::CKU_USER, pin: b"1234".to_vec() }), ck::CKR_PIN_LOCKED);
-    f.ok(R::Login { session: s, user_type: ck::CKU_SO, pin: b"12345678".to_vec() });
-    f.ok(R::InitPin { session: s, pin: b"5678".to_vec() });
+    assert_eq!(
+        f.err(R::Login {
+            session: s,
+            user_type: ck::CKU_USER,
+            pin: b"1234".to_vec()
+        }),
+        ck::CKR_PIN_LOCKED
+    );
+    f.ok(R::Login {
+        session: s,
+        user_type: ck::CKU_SO,
+        pin: b"12345678".to_vec(),
+    });
+    f.ok(R::InitPin {
+        session: s,
+        pin: b"5678".to_vec(),
+    });
     f.ok(R::Logout { session: s });
-    f.ok(R::Login { session: s, user_type: ck::CKU_USER, pin: b"5678".to_vec() });
-    assert_eq!(flags(&f) & (ck::CKF_USER_PIN_LOCKED | ck::CKF_USER_PIN_COUNT_LOW), 0);
+    f.ok(R::Login {
+        session: s,
+        user_type: ck::CKU_USER,
+        pin: b"5678".to_vec(),
+    });
+    assert_eq!(
+        flags(&f) & (ck::CKF_USER_PIN_LOCKED | ck::CKF_USER_PIN_COUNT_LOW),
+        0
+    );
     // SetPIN as the user.
-    f.ok(R::SetPin { session: s, old_pin: b"5678".to_vec(), new_pin: b"9999".to_vec() });
-    assert_eq!(f.err(R::SetPin { session: s, old_pin: b"5678".to_vec(), new_pin: b"1111".to_vec() }), ck::CKR_PIN_INCORRECT);
-    assert_eq!(f.err(R::SetPin { session: s, old_pin: b"9999".to_vec(), new_pin: b"1".to_vec() }), ck::CKR_PIN_LEN_RANGE);
+    f.ok(R::SetPin {
+        session: s,
+        old_pin: b"5678".to_vec(),
+        new_pin: b"9999".to_vec(),
+    });
+    assert_eq!(
+        f.err(R::SetPin {
+            session: s,
+            old_pin: b"5678".to_vec(),
+            new_pin: b"1111".to_vec()
+        }),
+        ck::CKR_PIN_INCORRECT
+    );
+    assert_eq!(
+        f.err(R::SetPin {
+            session: s,
+            old_pin: b"9999".to_vec(),
+            new_pin: b"1".to_vec()
+        }),
+        ck::CKR_PIN_LEN_RANGE
+    );
 }
 
 #[test]
 fn attribute_rules() {
     let f = fixture();
     let s = f.ready();
-    let k = f.aes_key(s, vec![Attribute::bool(ck::CKA_SENSITIVE, true), Attribute::new(ck::CKA_LABEL, b"k".to_vec())]);
+    let k = f.aes_key(
+        s,
+        vec![
+            Attribute::bool(ck::CKA_SENSITIVE, true),
+            Attribute::new(ck::CKA_LABEL, b"k".to_vec()),
+        ],
+    );
     let got = f.call(R::GetAttributeValue {
         session: s,
         object: k,
-        types: vec![ck::CKA_VALUE, ck::CKA_LABEL, ck::CKA_ALWAYS_AUTHENTICATE, ck::CKA_LOCAL, vendor::CKA_P11KMS_ORIGIN],
+        types: vec![
+            ck::CKA_VALUE,
+            ck::CKA_LABEL,
+            ck::CKA_ALWAYS_AUTHENTICATE,
+            ck::CKA_LOCAL,
+            vendor::CKA_P11KMS_ORIGIN,
+        ],
     });
     assert_eq!(
         got,
@@ -153,12 +331,30 @@ fn attribute_rules() {
         ])
     );
     // Read-only attributes.
-    assert_eq!(f.err(R::SetAttributeValue { session: s, object: k, template: vec![Attribute::bool(ck::CKA_LOCAL, false)] }), ck::CKR_ATTRIBUTE_READ_ONLY);
     assert_eq!(
-        f.err(R::SetAttributeValue { session: s, object: k, template: vec![Attribute::ulong(vendor::CKA_P11KMS_ORIGIN, 2)] }),
+        f.err(R::SetAttributeValue {
+            session: s,
+            object: k,
+            template: vec![Attribute::bool(ck::CKA_LOCAL, false)]
+        }),
         ck::CKR_ATTRIBUTE_READ_ONLY
     );
-    assert_eq!(f.err(R::SetAttributeValue { session: s, object: k, template: vec![Attribute::bool(ck::CKA_SENSITIVE, false)] }), ck::CKR_ATTRIBUTE_READ_ONLY);
+    assert_eq!(
+        f.err(R::SetAttributeValue {
+            session: s,
+            object: k,
+            template: vec![Attribute::ulong(vendor::CKA_P11KMS_ORIGIN, 2)]
+        }),
+        ck::CKR_ATTRIBUTE_READ_ONLY
+    );
+    assert_eq!(
+        f.err(R::SetAttributeValue {
+            session: s,
+            object: k,
+            template: vec![Attribute::bool(ck::CKA_SENSITIVE, false)]
+        }),
+        ck::CKR_ATTRIBUTE_READ_ONLY
+    );
     // Forging origin at creation.
     let forged = f.err(R::CreateObject {
         session: s,
@@ -180,7 +376,16 @@ fn attribute_rules() {
         ],
     });
     assert_eq!(
-        f.call(R::GetAttributeValue { session: s, object: imp, types: vec![ck::CKA_LOCAL, vendor::CKA_P11KMS_ORIGIN, ck::CKA_VALUE, ck::CKA_VALUE_LEN] }),
+        f.call(R::GetAttributeValue {
+            session: s,
+            object: imp,
+            types: vec![
+                ck::CKA_LOCAL,
+                vendor::CKA_P11KMS_ORIGIN,
+                ck::CKA_VALUE,
+                ck::CKA_VALUE_LEN
+            ]
+        }),
         Response::Attributes(vec![
             AttrResult::Value(vec![0]),
             AttrResult::Value(vendor::CKV_P11KMS_ORIGIN_EXTERNAL.to_le_bytes().to_vec()),
@@ -198,18 +403,37 @@ fn attribute_rules() {
         ],
     });
     assert_eq!(bad_len, ck::CKR_ATTRIBUTE_VALUE_INVALID);
-    assert_eq!(f.err(R::CreateObject { session: s, template: vec![] }), ck::CKR_TEMPLATE_INCOMPLETE);
+    assert_eq!(
+        f.err(R::CreateObject {
+            session: s,
+            template: vec![]
+        }),
+        ck::CKR_TEMPLATE_INCOMPLETE
+    );
     let unknown = f.err(R::CreateObject {
         session: s,
-        template: vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA), Attribute::new(ck::CKA_MODULUS, vec![1])],
+        template: vec![
+            Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA),
+            Attribute::new(ck::CKA_MODULUS, vec![1]),
+        ],
     });
     assert_eq!(unknown, ck::CKR_ATTRIBUTE_TYPE_INVALID);
     let bad_bool = f.err(R::CreateObject {
         session: s,
-        template: vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA), Attribute::new(ck::CKA_TOKEN, vec![1, 1])],
+        template: vec![
+            Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA),
+            Attribute::new(ck::CKA_TOKEN, vec![1, 1]),
+        ],
     });
     assert_eq!(bad_bool, ck::CKR_ATTRIBUTE_VALUE_INVALID);
-    assert_eq!(f.err(R::GetAttributeValue { session: s, object: 999_999, types: vec![ck::CKA_LABEL] }), ck::CKR_OBJECT_HANDLE_INVALID);
+    assert_eq!(
+        f.err(R::GetAttributeValue {
+            session: s,
+            object: 999_999,
+            types: vec![ck::CKA_LABEL]
+        }),
+        ck::CKR_OBJECT_HANDLE_INVALID
+    );
 }
 
 #[test]
@@ -229,29 +453,57 @@ fn private_objects_hidden_before_login_and_find_index() {
         });
     }
     let find = |f: &Fixture, t: Vec<Attribute>| {
-        f.ok(R::FindObjectsInit { session: s, template: t });
-        let r = match f.call(R::FindObjects { session: s, max: 1000 }) {
+        f.ok(R::FindObjectsInit {
+            session: s,
+            template: t,
+        });
+        let r = match f.call(R::FindObjects {
+            session: s,
+            max: 1000,
+        }) {
             Response::Handles(h) => h,
             other => panic!("{other:?}"),
         };
         f.ok(R::FindObjectsFinal { session: s });
         r
     };
-    assert_eq!(find(&f, vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA)]).len(), 50);
-    assert_eq!(find(&f, vec![Attribute::new(ck::CKA_LABEL, b"obj7".to_vec())]).len(), 1);
+    assert_eq!(
+        find(&f, vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA)]).len(),
+        50
+    );
+    assert_eq!(
+        find(&f, vec![Attribute::new(ck::CKA_LABEL, b"obj7".to_vec())]).len(),
+        1
+    );
     let private = find(&f, vec![Attribute::new(ck::CKA_LABEL, b"obj8".to_vec())]);
     assert_eq!(private.len(), 1);
     f.ok(R::Logout { session: s });
-    assert_eq!(find(&f, vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA)]).len(), 25);
+    assert_eq!(
+        find(&f, vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA)]).len(),
+        25
+    );
     assert!(find(&f, vec![Attribute::new(ck::CKA_LABEL, b"obj8".to_vec())]).is_empty());
-    assert_eq!(f.err(R::GetAttributeValue { session: s, object: private[0], types: vec![ck::CKA_LABEL] }), ck::CKR_OBJECT_HANDLE_INVALID);
+    assert_eq!(
+        f.err(R::GetAttributeValue {
+            session: s,
+            object: private[0],
+            types: vec![ck::CKA_LABEL]
+        }),
+        ck::CKR_OBJECT_HANDLE_INVALID
+    );
     // Creating a private object needs the user.
     let denied = f.err(R::CreateObject {
         session: s,
-        template: vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA), Attribute::bool(ck::CKA_PRIVATE, true)],
+        template: vec![
+            Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA),
+            Attribute::bool(ck::CKA_PRIVATE, true),
+        ],
     });
     assert_eq!(denied, ck::CKR_USER_NOT_LOGGED_IN);
-    assert_eq!(f.err(R::FindObjects { session: s, max: 1 }), ck::CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(
+        f.err(R::FindObjects { session: s, max: 1 }),
+        ck::CKR_OPERATION_NOT_INITIALIZED
+    );
 }
 
 #[test]
@@ -261,33 +513,122 @@ fn length_queries_keep_the_operation_alive() {
     let k = f.aes_key(s, vec![]);
     let gcm = Mechanism {
         mech: ck::CKM_AES_GCM,
-        param: MechParam::Gcm { iv: vec![1; 12], iv_bits: Some(96), aad: b"aad".to_vec(), tag_bits: 128 },
+        param: MechParam::Gcm {
+            iv: vec![1; 12],
+            iv_bits: Some(96),
+            aad: b"aad".to_vec(),
+            tag_bits: 128,
+        },
     };
-    f.ok(R::EncryptInit { session: s, mech: gcm.clone(), key: k });
+    f.ok(R::EncryptInit {
+        session: s,
+        mech: gcm.clone(),
+        key: k,
+    });
     let data = vec![0x55; 100];
-    assert_eq!(f.call(R::Encrypt { session: s, data: data.clone(), out: None }), Response::Output { len: 116, data: None });
-    assert_eq!(f.call(R::Encrypt { session: s, data: data.clone(), out: Some(10) }), Response::Output { len: 116, data: None });
-    let ct = match f.call(R::Encrypt { session: s, data: data.clone(), out: Some(116) }) {
-        Response::Output { len: 116, data: Some(d) } => d,
+    assert_eq!(
+        f.call(R::Encrypt {
+            session: s,
+            data: data.clone(),
+            out: None
+        }),
+        Response::Output {
+            len: 116,
+            data: None
+        }
+    );
+    assert_eq!(
+        f.call(R::Encrypt {
+            session: s,
+            data: data.clone(),
+            out: Some(10)
+        }),
+        Response::Output {
+            len: 116,
+            data: None
+        }
+    );
+    let ct = match f.call(R::Encrypt {
+        session: s,
+        data: data.clone(),
+        out: Some(116),
+    }) {
+        Response::Output {
+            len: 116,
+            data: Some(d),
+        } => d,
         other => panic!("{other:?}"),
     };
     // The operation ended with the successful call.
-    assert_eq!(f.err(R::Encrypt { session: s, data: data.clone(), out: Some(200) }), ck::CKR_OPERATION_NOT_INITIALIZED);
-    f.ok(R::DecryptInit { session: s, mech: gcm.clone(), key: k });
-    match f.call(R::Decrypt { session: s, data: ct.clone(), out: Some(200) }) {
+    assert_eq!(
+        f.err(R::Encrypt {
+            session: s,
+            data: data.clone(),
+            out: Some(200)
+        }),
+        ck::CKR_OPERATION_NOT_INITIALIZED
+    );
+    f.ok(R::DecryptInit {
+        session: s,
+        mech: gcm.clone(),
+        key: k,
+    });
+    match f.call(R::Decrypt {
+        session: s,
+        data: ct.clone(),
+        out: Some(200),
+    }) {
         Response::Output { data: Some(d), .. } => assert_eq!(d, data),
         other => panic!("{other:?}"),
     }
     // A tampered tag.
     let mut bad = ct.clone();
     bad[110] ^= 1;
-    f.ok(R::DecryptInit { session: s, mech: gcm, key: k });
-    assert_eq!(f.err(R::Decrypt { session: s, data: bad, out: Some(200) }), ck::CKR_ENCRYPTED_DATA_INVALID);
+    f.ok(R::DecryptInit {
+        session: s,
+        mech: gcm,
+        key: k,
+    });
+    assert_eq!(
+        f.err(R::Decrypt {
+            session: s,
+            data: bad,
+            out: Some(200)
+        }),
+        ck::CKR_ENCRYPTED_DATA_INVALID
+    );
     // Digest: query, short buffer, then the real call.
-    f.ok(R::DigestInit { session: s, mech: Mechanism::new(ck::CKM_SHA256) });
-    assert_eq!(f.call(R::Digest { session: s, data: b"abc".to_vec(), out: None }), Response::Output { len: 32, data: None });
-    assert_eq!(f.call(R::Digest { session: s, data: b"abc".to_vec(), out: Some(31) }), Response::Output { len: 32, data: None });
-    match f.call(R::Digest { session: s, data: b"abc".to_vec(), out: Some(32) }) {
+    f.ok(R::DigestInit {
+        session: s,
+        mech: Mechanism::new(ck::CKM_SHA256),
+    });
+    assert_eq!(
+        f.call(R::Digest {
+            session: s,
+            data: b"abc".to_vec(),
+            out: None
+        }),
+        Response::Output {
+            len: 32,
+            data: None
+        }
+    );
+    assert_eq!(
+        f.call(R::Digest {
+            session: s,
+            data: b"abc".to_vec(),
+            out: Some(31)
+        }),
+        Response::Output {
+            len: 32,
+            data: None
+        }
+    );
+    match f.call(R::Digest {
+        session: s,
+        data: b"abc".to_vec(),
+        out: Some(32),
+    }) {
         Response::Output { data: Some(d), .. } => assert_eq!(d[..4], [0xba, 0x78, 0x16, 0xbf]),
         other => panic!("{other:?}"),
     }
@@ -298,24 +639,57 @@ fn key_usage_wrap_and_persistence() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (kek, label) = {
         let d = daemon_at(dir.path());
-        let app = d.attach(AppKey { app_id: [3; 16], uid: 0, pid: 3 }, Peer::default());
-        let f = Fixture { _dir: tempfile::tempdir().expect("t"), d, app };
+        let app = d.attach(
+            AppKey {
+                app_id: [3; 16],
+                uid: 0,
+                pid: 3,
+            },
+            Peer::default(),
+        );
+        let f = Fixture {
+            _dir: tempfile::tempdir().expect("t"),
+            d,
+            app,
+        };
         let s = f.ready();
-        let kek = f.aes_key(s, vec![Attribute::bool(ck::CKA_ENCRYPT, false), Attribute::bool(ck::CKA_EXTRACTABLE, false)]);
+        let kek = f.aes_key(
+            s,
+            vec![
+                Attribute::bool(ck::CKA_ENCRYPT, false),
+                Attribute::bool(ck::CKA_EXTRACTABLE, false),
+            ],
+        );
         // Usage flags enforced.
         assert_eq!(
-            f.err(R::EncryptInit { session: s, mech: Mechanism::new(ck::CKM_AES_ECB), key: kek }),
+            f.err(R::EncryptInit {
+                session: s,
+                mech: Mechanism::new(ck::CKM_AES_ECB),
+                key: kek
+            }),
             ck::CKR_KEY_FUNCTION_NOT_PERMITTED
         );
         let dk = f.aes_key(s, vec![Attribute::bool(ck::CKA_TOKEN, false)]);
-        let wrapped = match f.call(R::WrapKey { session: s, mech: Mechanism::new(ck::CKM_AES_KEY_WRAP), wrapping_key: kek, key: dk, out: Some(100) }) {
+        let wrapped = match f.call(R::WrapKey {
+            session: s,
+            mech: Mechanism::new(ck::CKM_AES_KEY_WRAP),
+            wrapping_key: kek,
+            key: dk,
+            out: Some(100),
+        }) {
             Response::Output { data: Some(w), .. } => w,
             other => panic!("{other:?}"),
         };
         assert_eq!(wrapped.len(), 40);
         // The non-extractable KEK cannot be wrapped.
         assert_eq!(
-            f.err(R::WrapKey { session: s, mech: Mechanism::new(ck::CKM_AES_KEY_WRAP), wrapping_key: kek, key: kek, out: Some(100) }),
+            f.err(R::WrapKey {
+                session: s,
+                mech: Mechanism::new(ck::CKM_AES_KEY_WRAP),
+                wrapping_key: kek,
+                key: kek,
+                out: Some(100)
+            }),
             ck::CKR_KEY_UNEXTRACTABLE
         );
         let t = vec![
@@ -325,39 +699,93 @@ fn key_usage_wrap_and_persistence() {
             Attribute::bool(ck::CKA_TOKEN, true),
             Attribute::new(ck::CKA_LABEL, b"unwrapped".to_vec()),
         ];
-        let uk = f.handle(R::UnwrapKey { session: s, mech: Mechanism::new(ck::CKM_AES_KEY_WRAP), unwrapping_key: kek, wrapped: wrapped.clone(), template: t.clone() });
+        let uk = f.handle(R::UnwrapKey {
+            session: s,
+            mech: Mechanism::new(ck::CKM_AES_KEY_WRAP),
+            unwrapping_key: kek,
+            wrapped: wrapped.clone(),
+            template: t.clone(),
+        });
         let mut tampered = wrapped;
         tampered[3] ^= 1;
         assert_eq!(
-            f.err(R::UnwrapKey { session: s, mech: Mechanism::new(ck::CKM_AES_KEY_WRAP), unwrapping_key: kek, wrapped: tampered, template: t }),
+            f.err(R::UnwrapKey {
+                session: s,
+                mech: Mechanism::new(ck::CKM_AES_KEY_WRAP),
+                unwrapping_key: kek,
+                wrapped: tampered,
+                template: t
+            }),
             ck::CKR_WRAPPED_KEY_INVALID
         );
         (kek, uk)
     };
     // Restart: token objects, PINs and state survive; session objects do not.
     let d = daemon_at(dir.path());
-    let app = d.attach(AppKey { app_id: [4; 16], uid: 0, pid: 4 }, Peer::default());
-    let f = Fixture { _dir: tempfile::tempdir().expect("t"), d, app };
+    let app = d.attach(
+        AppKey {
+            app_id: [4; 16],
+            uid: 0,
+            pid: 4,
+        },
+        Peer::default(),
+    );
+    let f = Fixture {
+        _dir: tempfile::tempdir().expect("t"),
+        d,
+        app,
+    };
     let s = f.open(true);
-    f.ok(R::Login { session: s, user_type: ck::CKU_USER, pin: b"1234".to_vec() });
-    match f.call(R::GetAttributeValue { session: s, object: label, types: vec![ck::CKA_LABEL, ck::CKA_LOCAL] }) {
-        Response::Attributes(a) => assert_eq!(a, vec![AttrResult::Value(b"unwrapped".to_vec()), AttrResult::Value(vec![0])]),
+    f.ok(R::Login {
+        session: s,
+        user_type: ck::CKU_USER,
+        pin: b"1234".to_vec(),
+    });
+    match f.call(R::GetAttributeValue {
+        session: s,
+        object: label,
+        types: vec![ck::CKA_LABEL, ck::CKA_LOCAL],
+    }) {
+        Response::Attributes(a) => assert_eq!(
+            a,
+            vec![
+                AttrResult::Value(b"unwrapped".to_vec()),
+                AttrResult::Value(vec![0])
+            ]
+        ),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(f.call(R::GetObjectSize { session: s, object: kek }), Response::Ulong(_)));
+    assert!(matches!(
+        f.call(R::GetObjectSize {
+            session: s,
+            object: kek
+        }),
+        Response::Ulong(_)
+    ));
 }
 
 #[test]
 fn app_teardown_closes_sessions_and_logs_out() {
     let f = fixture();
     let s = f.ready();
-    let obj = f.handle(R::CreateObject { session: s, template: vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA)] });
+    let obj = f.handle(R::CreateObject {
+        session: s,
+        template: vec![Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA)],
+    });
     assert!(obj >= crate::daemon::SESSION_OBJECT_BASE);
     // A second connection of the same application shares the login.
     let app2 = f.d.attach(f.app.key, Peer::default());
     assert!(Arc::ptr_eq(&app2, &f.app));
     f.d.detach(&app2);
-    assert_eq!(f.call(R::GetAttributeValue { session: s, object: obj, types: vec![ck::CKA_CLASS] }).clone(), Response::Attributes(vec![AttrResult::Value(ck::CKO_DATA.to_le_bytes().to_vec())]));
+    assert_eq!(
+        f.call(R::GetAttributeValue {
+            session: s,
+            object: obj,
+            types: vec![ck::CKA_CLASS]
+        })
+        .clone(),
+        Response::Attributes(vec![AttrResult::Value(ck::CKO_DATA.to_le_bytes().to_vec())])
+    );
     f.d.detach(&f.app);
     // A new context of the same process starts logged out with no sessions.
     let app3 = f.d.attach(f.app.key, Peer::default());

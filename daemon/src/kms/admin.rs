@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use p11kms_protocol::{vendor, AdminCommand, AdminReply, Attribute, ImportParams, KeyCreate, MechParam};
+use p11kms_protocol::{
+    vendor, AdminCommand, AdminReply, Attribute, ImportParams, KeyCreate, MechParam,
+};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
@@ -11,7 +13,9 @@ use super::{alias_taken, describe, event, is_primary, now, resolve, KeyMeta};
 use crate::daemon::{Daemon, Instance};
 use crate::error::{Error, Result};
 use crate::mech::Key;
-use crate::token::object::{self, Actor, Attrs, Object, Origin, INTERNAL_DER, INTERNAL_VERSION_OBJECT};
+use crate::token::object::{
+    self, Actor, Attrs, Object, Origin, INTERNAL_DER, INTERNAL_VERSION_OBJECT,
+};
 use crate::token::{ObjectChange, Token, User};
 
 const DAY: u64 = 86_400;
@@ -24,22 +28,41 @@ pub fn handle(d: &Daemon, instance: &str, so_pin: &[u8], cmd: AdminCommand) -> A
         .instances
         .iter()
         .find(|i| i.name == instance)
-        .ok_or_else(|| Error::new(ck::CKR_SLOT_ID_INVALID, format!("no instance named {instance:?}")))
+        .ok_or_else(|| {
+            Error::new(
+                ck::CKR_SLOT_ID_INVALID,
+                format!("no instance named {instance:?}"),
+            )
+        })
         .and_then(|i| {
-            if !i.token.initialized() {
-                return Err(Error::new(ck::CKR_TOKEN_NOT_RECOGNIZED, "the instance's token is not initialized"));
+            if !i.serving {
+                return Err(Error::new(
+                    vendor::CKR_P11KMS_INSTANCE_UNAVAILABLE,
+                    "the instance failed a start-up self-test",
+                ));
             }
-            i.token.verify_pin(User::So, so_pin).map_err(|e| match e.rv {
-                ck::CKR_PIN_INCORRECT => Error::new(e.rv, "SO PIN incorrect"),
-                ck::CKR_PIN_LOCKED => Error::new(e.rv, "SO PIN locked"),
-                _ => e,
-            })?;
+            if !i.token.initialized() {
+                return Err(Error::new(
+                    ck::CKR_TOKEN_NOT_RECOGNIZED,
+                    "the instance's token is not initialized",
+                ));
+            }
+            i.token
+                .verify_pin(User::So, so_pin)
+                .map_err(|e| match e.rv {
+                    ck::CKR_PIN_INCORRECT => Error::new(e.rv, "SO PIN incorrect"),
+                    ck::CKR_PIN_LOCKED => Error::new(e.rv, "SO PIN locked"),
+                    _ => e,
+                })?;
             ensure_default_key(i)?;
             run(d, i, cmd)
         });
     match result {
         Ok(r) => r,
-        Err(e) => AdminReply::Failed { rv: e.rv, message: e.msg },
+        Err(e) => AdminReply::Failed {
+            rv: e.rv,
+            message: e.msg,
+        },
     }
 }
 
@@ -52,7 +75,11 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
     match cmd {
         AdminCommand::KeyCreate(c) => create(i, &c).map(|o| AdminReply::Key(describe(t, &o))),
         AdminCommand::KeyList => Ok(AdminReply::Keys(
-            t.all_objects().iter().filter(|o| is_primary(t, o)).map(|o| describe(t, o)).collect(),
+            t.all_objects()
+                .iter()
+                .filter(|o| is_primary(t, o))
+                .map(|o| describe(t, o))
+                .collect(),
         )),
         AdminCommand::KeyDescribe { key } => Ok(AdminReply::Key(describe(t, &*resolve(t, &key)?))),
         AdminCommand::KeyEnable { key } => {
@@ -60,7 +87,12 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             protect(&o)?;
             match state(&o) {
                 vendor::CKV_P11KMS_STATE_DISABLED | vendor::CKV_P11KMS_STATE_ENABLED => {}
-                s => return Err(prohibited(format!("a key in state {} cannot be enabled", super::state_name(s)))),
+                s => {
+                    return Err(prohibited(format!(
+                        "a key in state {} cannot be enabled",
+                        super::state_name(s)
+                    )))
+                }
             }
             set_state(i, &o, vendor::CKV_P11KMS_STATE_ENABLED, |_| {})?;
             Ok(AdminReply::Key(describe(t, &o)))
@@ -70,7 +102,12 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             protect(&o)?;
             match state(&o) {
                 vendor::CKV_P11KMS_STATE_DISABLED | vendor::CKV_P11KMS_STATE_ENABLED => {}
-                s => return Err(prohibited(format!("a key in state {} cannot be disabled", super::state_name(s)))),
+                s => {
+                    return Err(prohibited(format!(
+                        "a key in state {} cannot be disabled",
+                        super::state_name(s)
+                    )))
+                }
             }
             set_state(i, &o, vendor::CKV_P11KMS_STATE_DISABLED, |_| {})?;
             Ok(AdminReply::Key(describe(t, &o)))
@@ -78,15 +115,25 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
         AdminCommand::KeyScheduleDeletion { key, pending_days } => {
             let o = resolve(t, &key)?;
             protect(&o)?;
-            let min = d.config.instances.iter().find(|c| c.name == i.name).map_or(7, |c| c.min_pending_days);
+            let min = d
+                .config
+                .instances
+                .iter()
+                .find(|c| c.name == i.name)
+                .map_or(7, |c| c.min_pending_days);
             if !(min..=366).contains(&pending_days) {
-                return Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("pending window must be {min}..366 days")));
+                return Err(Error::new(
+                    ck::CKR_ARGUMENTS_BAD,
+                    format!("pending window must be {min}..366 days"),
+                ));
             }
             if state(&o) == vendor::CKV_P11KMS_STATE_PENDING_DELETION {
                 return Err(prohibited("deletion is already scheduled"));
             }
             let when = now() + u64::from(pending_days) * DAY;
-            set_state(i, &o, vendor::CKV_P11KMS_STATE_PENDING_DELETION, |m| m.deletion = Some(when))?;
+            set_state(i, &o, vendor::CKV_P11KMS_STATE_PENDING_DELETION, |m| {
+                m.deletion = Some(when)
+            })?;
             Ok(AdminReply::Key(describe(t, &o)))
         }
         AdminCommand::KeyCancelDeletion { key } => {
@@ -94,7 +141,11 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             if state(&o) != vendor::CKV_P11KMS_STATE_PENDING_DELETION {
                 return Err(prohibited("no deletion is scheduled for this key"));
             }
-            let next = if has_material(&o) { vendor::CKV_P11KMS_STATE_ENABLED } else { vendor::CKV_P11KMS_STATE_PENDING_IMPORT };
+            let next = if has_material(&o) {
+                vendor::CKV_P11KMS_STATE_ENABLED
+            } else {
+                vendor::CKV_P11KMS_STATE_PENDING_IMPORT
+            };
             set_state(i, &o, next, |m| m.deletion = None)?;
             Ok(AdminReply::Key(describe(t, &o)))
         }
@@ -104,14 +155,19 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             rotate(i, &o)?;
             Ok(AdminReply::Key(describe(t, &o)))
         }
-        AdminCommand::KeyVersions { key } => Ok(AdminReply::Versions(describe(t, &*resolve(t, &key)?).versions)),
+        AdminCommand::KeyVersions { key } => Ok(AdminReply::Versions(
+            describe(t, &*resolve(t, &key)?).versions,
+        )),
         AdminCommand::KeySetRotation { key, interval_days } => {
             let o = resolve(t, &key)?;
             protect(&o)?;
             if let Some(n) = interval_days {
                 check_rotatable(&o)?;
                 if !(7..=365).contains(&n) {
-                    return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "rotation interval must be 7..365 days"));
+                    return Err(Error::new(
+                        ck::CKR_ARGUMENTS_BAD,
+                        "rotation interval must be 7..365 days",
+                    ));
                 }
             }
             update_meta(t, &o, |m| {
@@ -123,7 +179,10 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
         AdminCommand::AliasAdd { key, alias } => {
             check_alias(&alias)?;
             if alias_taken(t, &alias) {
-                return Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("alias {alias:?} is already in use")));
+                return Err(Error::new(
+                    ck::CKR_ARGUMENTS_BAD,
+                    format!("alias {alias:?} is already in use"),
+                ));
             }
             let o = resolve(t, &key)?;
             protect(&o)?;
@@ -144,7 +203,11 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             let mut a = o.attrs().clone();
             let mut m = KeyMeta::of(&a);
             if a.get(ck::CKA_LABEL) == Some(alias.as_bytes()) {
-                let next = if m.aliases.is_empty() { String::new() } else { m.aliases.remove(0) };
+                let next = if m.aliases.is_empty() {
+                    String::new()
+                } else {
+                    m.aliases.remove(0)
+                };
                 a.set(ck::CKA_LABEL, next.into_bytes());
             } else {
                 m.aliases.retain(|x| *x != alias);
@@ -157,16 +220,25 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             let o = resolve(t, &key)?;
             protect(&o)?;
             update_meta(t, &o, |m| {
-                m.tags.retain(|(k, _)| !remove.contains(k) && !set.iter().any(|(s, _)| s == k));
+                m.tags
+                    .retain(|(k, _)| !remove.contains(k) && !set.iter().any(|(s, _)| s == k));
                 m.tags.extend(set);
                 m.tags.sort();
             })?;
             Ok(AdminReply::Key(describe(t, &o)))
         }
-        AdminCommand::ImportParams { key, wrapping_algorithm, wrapping_key_spec } => {
-            import_params(d, i, &key, &wrapping_algorithm, &wrapping_key_spec).map(AdminReply::ImportParams)
-        }
-        AdminCommand::Import { key, import_token, material, expires_unix } => {
+        AdminCommand::ImportParams {
+            key,
+            wrapping_algorithm,
+            wrapping_key_spec,
+        } => import_params(d, i, &key, &wrapping_algorithm, &wrapping_key_spec)
+            .map(AdminReply::ImportParams),
+        AdminCommand::Import {
+            key,
+            import_token,
+            material,
+            expires_unix,
+        } => {
             let material = Zeroizing::new(material);
             import(d, i, &key, &import_token, &material, expires_unix)?;
             Ok(AdminReply::Key(describe(t, &*resolve(t, &key)?)))
@@ -176,7 +248,10 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
 
 fn check_alias(alias: &str) -> Result<()> {
     if alias.is_empty() || alias.len() > 255 || alias.starts_with("key-") || alias.contains('#') {
-        return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "an alias is 1..255 bytes, not starting with \"key-\", without '#'"));
+        return Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            "an alias is 1..255 bytes, not starting with \"key-\", without '#'",
+        ));
     }
     Ok(())
 }
@@ -187,13 +262,16 @@ fn state(o: &Object) -> u64 {
 
 fn has_material(o: &Object) -> bool {
     let a = o.attrs();
-    a.get(ck::CKA_VALUE).is_some_and(|v| !v.is_empty()) || a.get(INTERNAL_DER).is_some_and(|v| !v.is_empty())
+    a.get(ck::CKA_VALUE).is_some_and(|v| !v.is_empty())
+        || a.get(INTERNAL_DER).is_some_and(|v| !v.is_empty())
 }
 
 /// Service keys belong to their service: nobody changes them.
 fn protect(o: &Object) -> Result<()> {
     if o.attrs().bool(vendor::CKA_P11KMS_SERVICE_KEY) {
-        return Err(prohibited("service keys cannot be changed, disabled, rotated or deleted"));
+        return Err(prohibited(
+            "service keys cannot be changed, disabled, rotated or deleted",
+        ));
     }
     Ok(())
 }
@@ -209,7 +287,12 @@ fn update_meta(t: &Token, o: &Arc<Object>, f: impl FnOnce(&mut KeyMeta)) -> Resu
 
 /// Set the state of every object of the key (one transaction) and adjust
 /// the primary's metadata.
-pub(crate) fn set_state(i: &Instance, primary: &Arc<Object>, st: u64, meta: impl FnOnce(&mut KeyMeta)) -> Result<()> {
+pub(crate) fn set_state(
+    i: &Instance,
+    primary: &Arc<Object>,
+    st: u64,
+    meta: impl FnOnce(&mut KeyMeta),
+) -> Result<()> {
     let t = &i.token;
     let key_id = super::key_id_of(primary).ok_or_else(|| Error::general("key without id"))?;
     let mut changes = Vec::new();
@@ -233,8 +316,9 @@ pub(crate) fn set_state(i: &Instance, primary: &Arc<Object>, st: u64, meta: impl
 
 fn check_rotatable(o: &Object) -> Result<()> {
     let a = o.attrs();
-    if o.class != ck::CKO_SECRET_KEY || a.key_type() != Some(ck::CKK_AES) {
-        return Err(prohibited("only symmetric (AES) keys rotate; asymmetric keys do not rotate, as in the KMS model"));
+    if o.class != ck::CKO_SECRET_KEY || !matches!(a.key_type(), Some(ck::CKK_AES | vendor::CKK_SM4))
+    {
+        return Err(prohibited("only symmetric (AES, SM4) keys rotate; asymmetric keys do not rotate, as in the KMS model"));
     }
     if a.ulong(vendor::CKA_P11KMS_ORIGIN) == Some(vendor::CKV_P11KMS_ORIGIN_EXTERNAL) {
         return Err(prohibited("keys with imported material do not rotate"));
@@ -252,7 +336,8 @@ pub(crate) fn rotate(i: &Instance, o: &Arc<Object>) -> Result<()> {
     }
     let t = &i.token;
     let a = o.attrs().clone();
-    let key_id = String::from_utf8_lossy(a.get(vendor::CKA_P11KMS_KEY_ID).unwrap_or_default()).into_owned();
+    let key_id =
+        String::from_utf8_lossy(a.get(vendor::CKA_P11KMS_KEY_ID).unwrap_or_default()).into_owned();
     let cur = a.ulong(vendor::CKA_P11KMS_KEY_VERSION).unwrap_or(1);
     let len = a.get(ck::CKA_VALUE).map_or(32, <[u8]>::len);
 
@@ -264,14 +349,28 @@ pub(crate) fn rotate(i: &Instance, o: &Arc<Object>) -> Result<()> {
     }
     let label = a.get(ck::CKA_LABEL).unwrap_or_default();
     if !label.is_empty() {
-        old.set(ck::CKA_LABEL, [label, format!("#v{cur}").as_bytes()].concat());
+        old.set(
+            ck::CKA_LABEL,
+            [label, format!("#v{cur}").as_bytes()].concat(),
+        );
     }
-    old.set(ck::CKA_ID, [a.get(ck::CKA_ID).unwrap_or_default(), format!("#v{cur}").as_bytes()].concat());
-    old.set(ck::CKA_UNIQUE_ID, uuid::Uuid::new_v4().to_string().into_bytes());
+    old.set(
+        ck::CKA_ID,
+        [
+            a.get(ck::CKA_ID).unwrap_or_default(),
+            format!("#v{cur}").as_bytes(),
+        ]
+        .concat(),
+    );
+    old.set(
+        ck::CKA_UNIQUE_ID,
+        uuid::Uuid::new_v4().to_string().into_bytes(),
+    );
 
     let mut new = a.clone();
     let mut value = Zeroizing::new(vec![0u8; len]);
-    getrandom::fill(&mut value).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
+    getrandom::fill(&mut value)
+        .map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
     new.set(ck::CKA_VALUE, value.to_vec());
     object::refresh_check_value(&mut new);
     new.set_ulong(vendor::CKA_P11KMS_KEY_VERSION, cur + 1);
@@ -282,7 +381,10 @@ pub(crate) fn rotate(i: &Instance, o: &Arc<Object>) -> Result<()> {
     m.versions.push((cur as u32 + 1, now()));
     m.next_rotation = m.rotation_interval_days.map(|n| now() + u64::from(n) * DAY);
     m.store(&mut new)?;
-    t.apply(vec![ObjectChange::Add(old), ObjectChange::Update(o.clone(), new)])?;
+    t.apply(vec![
+        ObjectChange::Add(old),
+        ObjectChange::Update(o.clone(), new),
+    ])?;
     event(&i.name, &key_id, &format!("Rotated to version {}", cur + 1));
     Ok(())
 }
@@ -305,39 +407,74 @@ fn usage_flags(usage: &str) -> Result<&'static [(u64, bool)]> {
             (ck::CKA_SIGN, true),
             (ck::CKA_VERIFY, true),
         ]),
-        other => Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("usage {other:?} is not ENCRYPT/DECRYPT or SIGN/VERIFY"))),
+        other => Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            format!("usage {other:?} is not ENCRYPT/DECRYPT or SIGN/VERIFY"),
+        )),
     }
 }
 
 /// `p11kms key create`.
 pub(crate) fn create(i: &Instance, c: &KeyCreate) -> Result<Arc<Object>> {
     let t = &i.token;
-    let spec = c.spec.as_deref().unwrap_or("AES_256");
+    let spec = c
+        .spec
+        .as_deref()
+        .unwrap_or(if i.mode == "gm" { "SM4" } else { "AES_256" });
     let external = match c.origin.as_deref().unwrap_or("KMS") {
         "KMS" => false,
         "EXTERNAL" => true,
-        o => return Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("origin {o:?} is not KMS or EXTERNAL"))),
+        o => {
+            return Err(Error::new(
+                ck::CKR_ARGUMENTS_BAD,
+                format!("origin {o:?} is not KMS or EXTERNAL"),
+            ))
+        }
     };
     if let Some(a) = &c.alias {
         check_alias(a)?;
         if alias_taken(t, a) {
-            return Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("alias {a:?} is already in use")));
+            return Err(Error::new(
+                ck::CKR_ARGUMENTS_BAD,
+                format!("alias {a:?} is already in use"),
+            ));
         }
     }
-    let symmetric = matches!(spec, "AES_256" | "AES_128");
-    let usage = c.usage.clone().unwrap_or_else(|| if spec.starts_with("EC_") { "SIGN/VERIFY".into() } else { "ENCRYPT/DECRYPT".into() });
-    if symmetric && usage != "ENCRYPT/DECRYPT" || spec.starts_with("EC_") && usage != "SIGN/VERIFY" {
-        return Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("spec {spec} does not allow usage {usage}")));
+    let symmetric = matches!(spec, "AES_256" | "AES_128" | "SM4");
+    let usage = c.usage.clone().unwrap_or_else(|| {
+        if spec.starts_with("EC_") {
+            "SIGN/VERIFY".into()
+        } else {
+            "ENCRYPT/DECRYPT".into()
+        }
+    });
+    // SM2 keys also encrypt (SM2PKE), as Alibaba Cloud KMS's EC_SM2 does.
+    let sm2_encrypt = spec == "EC_SM2" && usage == "ENCRYPT/DECRYPT";
+    if symmetric && usage != "ENCRYPT/DECRYPT"
+        || spec.starts_with("EC_") && usage != "SIGN/VERIFY" && !sm2_encrypt
+    {
+        return Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            format!("spec {spec} does not allow usage {usage}"),
+        ));
     }
     if external && !symmetric {
-        return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "only symmetric keys take imported material"));
+        return Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            "only symmetric keys take imported material",
+        ));
     }
     if c.rotation_interval_days.is_some() && (!symmetric || external) {
-        return Err(prohibited("asymmetric and imported keys do not rotate automatically"));
+        return Err(prohibited(
+            "asymmetric and imported keys do not rotate automatically",
+        ));
     }
     if let Some(n) = c.rotation_interval_days {
         if !(7..=365).contains(&n) {
-            return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "rotation interval must be 7..365 days"));
+            return Err(Error::new(
+                ck::CKR_ARGUMENTS_BAD,
+                "rotation interval must be 7..365 days",
+            ));
         }
     }
     let mut template = vec![
@@ -367,27 +504,62 @@ pub(crate) fn create(i: &Instance, c: &KeyCreate) -> Result<Arc<Object>> {
     let mut objects: Vec<Attrs> = Vec::new();
     if symmetric {
         let len = if spec == "AES_256" { 32 } else { 16 };
-        let mut a = object::build(&template, Some(ck::CKO_SECRET_KEY), Some(ck::CKK_AES), Origin::Generate, Actor::So)?;
+        let (key_type, gen_mech) = if spec == "SM4" {
+            (vendor::CKK_SM4, vendor::CKM_SM4_KEY_GEN)
+        } else {
+            (ck::CKK_AES, ck::CKM_AES_KEY_GEN)
+        };
+        let mut a = object::build(
+            &template,
+            Some(ck::CKO_SECRET_KEY),
+            Some(key_type),
+            Origin::Generate,
+            Actor::So,
+        )?;
         if external {
             a.set(ck::CKA_VALUE, Vec::new());
             object::finish_key(&mut a, Origin::Unwrap, None, &key_id);
             a.set_ulong(ck::CKA_VALUE_LEN, len as u64);
-            a.set_ulong(vendor::CKA_P11KMS_KEY_STATE, vendor::CKV_P11KMS_STATE_PENDING_IMPORT);
+            a.set_ulong(
+                vendor::CKA_P11KMS_KEY_STATE,
+                vendor::CKV_P11KMS_STATE_PENDING_IMPORT,
+            );
         } else {
-            let gen = t.registry.get(ck::CKM_AES_KEY_GEN)?.generate_key(&MechParam::None, Some(len))?;
+            let gen = t
+                .registry
+                .get(gen_mech)?
+                .generate_key(&MechParam::None, Some(len))?;
             a.set(ck::CKA_VALUE, gen.value.to_vec());
-            object::finish_key(&mut a, Origin::Generate, Some(ck::CKM_AES_KEY_GEN), &key_id);
+            object::finish_key(&mut a, Origin::Generate, Some(gen_mech), &key_id);
         }
         objects.push(a);
     } else {
         let (mech, public_extra) = match spec {
             "RSA_2048" | "RSA_3072" | "RSA_4096" => {
                 let bits: u64 = spec[4..].parse().unwrap_or(2048);
-                (ck::CKM_RSA_PKCS_KEY_PAIR_GEN, vec![Attribute::ulong(ck::CKA_MODULUS_BITS, bits), Attribute::new(ck::CKA_PUBLIC_EXPONENT, vec![1, 0, 1])])
+                (
+                    ck::CKM_RSA_PKCS_KEY_PAIR_GEN,
+                    vec![
+                        Attribute::ulong(ck::CKA_MODULUS_BITS, bits),
+                        Attribute::new(ck::CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+                    ],
+                )
             }
-            "EC_P256" => (ck::CKM_EC_KEY_PAIR_GEN, vec![Attribute::new(ck::CKA_EC_PARAMS, super::P256_OID.to_vec())]),
-            "EC_P384" => (ck::CKM_EC_KEY_PAIR_GEN, vec![Attribute::new(ck::CKA_EC_PARAMS, super::P384_OID.to_vec())]),
-            other => return Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("key spec {other:?} is not supported"))),
+            "EC_P256" => (
+                ck::CKM_EC_KEY_PAIR_GEN,
+                vec![Attribute::new(ck::CKA_EC_PARAMS, super::P256_OID.to_vec())],
+            ),
+            "EC_P384" => (
+                ck::CKM_EC_KEY_PAIR_GEN,
+                vec![Attribute::new(ck::CKA_EC_PARAMS, super::P384_OID.to_vec())],
+            ),
+            "EC_SM2" => (vendor::CKM_SM2_KEY_PAIR_GEN, Vec::new()),
+            other => {
+                return Err(Error::new(
+                    ck::CKR_ARGUMENTS_BAD,
+                    format!("key spec {other:?} is not supported"),
+                ))
+            }
         };
         let (private, public) = generate_pair(t, mech, &template, &public_extra, &key_id)?;
         objects.push(private);
@@ -405,15 +577,29 @@ pub(crate) fn create(i: &Instance, c: &KeyCreate) -> Result<Arc<Object>> {
     }
     let handles = t.apply(objects.into_iter().map(ObjectChange::Add).collect())?;
     event(&i.name, &key_id, "Created");
-    handles.first().and_then(|h| t.get(*h)).ok_or_else(|| Error::general("created key vanished"))
+    handles
+        .first()
+        .and_then(|h| t.get(*h))
+        .ok_or_else(|| Error::general("created key vanished"))
 }
 
 /// Generate a key pair with a registered mechanism: (private, public).
-fn generate_pair(t: &Token, mech: u64, template: &[Attribute], public_extra: &[Attribute], key_id: &str) -> Result<(Attrs, Attrs)> {
+fn generate_pair(
+    t: &Token,
+    mech: u64,
+    template: &[Attribute],
+    public_extra: &[Attribute],
+    key_id: &str,
+) -> Result<(Attrs, Attrs)> {
     let m = t.registry.get(mech)?;
     let mut pub_t: Vec<Attribute> = template
         .iter()
-        .filter(|a| matches!(a.ty, ck::CKA_TOKEN | ck::CKA_ENCRYPT | ck::CKA_VERIFY | ck::CKA_WRAP | ck::CKA_LABEL))
+        .filter(|a| {
+            matches!(
+                a.ty,
+                ck::CKA_TOKEN | ck::CKA_ENCRYPT | ck::CKA_VERIFY | ck::CKA_WRAP | ck::CKA_LABEL
+            )
+        })
         .cloned()
         .collect();
     pub_t.push(Attribute::bool(ck::CKA_PRIVATE, false));
@@ -424,8 +610,20 @@ fn generate_pair(t: &Token, mech: u64, template: &[Attribute], public_extra: &[A
         .cloned()
         .collect();
     let gen = m.generate_key_pair(&MechParam::None, &pub_t, &priv_t)?;
-    let mut public = object::build(&pub_t, Some(ck::CKO_PUBLIC_KEY), Some(gen.key_type), Origin::Generate, Actor::So)?;
-    let mut private = object::build(&priv_t, Some(ck::CKO_PRIVATE_KEY), Some(gen.key_type), Origin::Generate, Actor::So)?;
+    let mut public = object::build(
+        &pub_t,
+        Some(ck::CKO_PUBLIC_KEY),
+        Some(gen.key_type),
+        Origin::Generate,
+        Actor::So,
+    )?;
+    let mut private = object::build(
+        &priv_t,
+        Some(ck::CKO_PRIVATE_KEY),
+        Some(gen.key_type),
+        Origin::Generate,
+        Actor::So,
+    )?;
     for (ty, v) in gen.public_attrs {
         public.set(ty, v);
     }
@@ -439,15 +637,31 @@ fn generate_pair(t: &Token, mech: u64, template: &[Attribute], public_extra: &[A
     Ok((private, public))
 }
 
-/// The instance's default key: AES-256, created on first use of the KMS
-/// commands, flagged `CKA_P11KMS_DEFAULT_KEY`.
+/// The instance's default key: AES-256 (SM4 on a `gm` instance), created on
+/// first use of the KMS commands, flagged `CKA_P11KMS_DEFAULT_KEY`.
 pub(crate) fn ensure_default_key(i: &Instance) -> Result<()> {
     let t = &i.token;
-    if t.all_objects().iter().any(|o| o.attrs().bool(vendor::CKA_P11KMS_DEFAULT_KEY)) {
+    if t.all_objects()
+        .iter()
+        .any(|o| o.attrs().bool(vendor::CKA_P11KMS_DEFAULT_KEY))
+    {
         return Ok(());
     }
-    let alias = if alias_taken(t, "default") { None } else { Some("default".to_string()) };
-    let o = create(i, &KeyCreate { alias, description: Some("default key of the instance".into()), ..Default::default() })?;
+    let alias = if alias_taken(t, "default") {
+        None
+    } else {
+        Some("default".to_string())
+    };
+    let spec = (i.mode == "gm").then(|| "SM4".to_string());
+    let o = create(
+        i,
+        &KeyCreate {
+            alias,
+            spec,
+            description: Some("default key of the instance".into()),
+            ..Default::default()
+        },
+    )?;
     let mut a = o.attrs().clone();
     a.set_bool(vendor::CKA_P11KMS_DEFAULT_KEY, true);
     t.apply(vec![ObjectChange::Update(o, a)])?;
@@ -460,14 +674,27 @@ fn wrapping(alg: &str) -> Result<(u64, u64, bool)> {
         "RSAES_OAEP_SHA_256" => Ok((ck::CKM_SHA256, ck::CKG_MGF1_SHA256, false)),
         "RSAES_OAEP_SHA_1" => Ok((ck::CKM_SHA_1, ck::CKG_MGF1_SHA1, false)),
         "RSA_AES_KEY_WRAP_SHA_256" => Ok((ck::CKM_SHA256, ck::CKG_MGF1_SHA256, true)),
-        "SM2PKE" => Err(Error::new(ck::CKR_MECHANISM_INVALID, "SM2PKE wrapping needs the SM algorithms, not available yet")),
-        other => Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("unknown wrapping algorithm {other:?}"))),
+        "SM2PKE" => Err(Error::new(
+            ck::CKR_MECHANISM_INVALID,
+            "SM2PKE wrapping needs the SM algorithms, not available yet",
+        )),
+        other => Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            format!("unknown wrapping algorithm {other:?}"),
+        )),
     }
 }
 
 fn import_allowed(d: &Daemon, i: &Instance) -> Result<()> {
-    if d.config.instances.iter().find(|c| c.name == i.name).is_some_and(|c| !c.allow_import) {
-        return Err(prohibited("this instance only takes keys generated inside it (allow_import = false)"));
+    if d.config
+        .instances
+        .iter()
+        .find(|c| c.name == i.name)
+        .is_some_and(|c| !c.allow_import)
+    {
+        return Err(prohibited(
+            "this instance only takes keys generated inside it (allow_import = false)",
+        ));
     }
     Ok(())
 }
@@ -479,9 +706,9 @@ fn import_key(i: &Instance, spec: &str) -> Result<Arc<Object>> {
     let t = &i.token;
     let label = format!("p11kms-import-key-{spec}");
     let find = || {
-        t.all_objects()
-            .into_iter()
-            .find(|o| o.class == ck::CKO_PRIVATE_KEY && o.attrs().get(ck::CKA_LABEL) == Some(label.as_bytes()))
+        t.all_objects().into_iter().find(|o| {
+            o.class == ck::CKO_PRIVATE_KEY && o.attrs().get(ck::CKA_LABEL) == Some(label.as_bytes())
+        })
     };
     if let Some(o) = find() {
         return Ok(o);
@@ -489,8 +716,18 @@ fn import_key(i: &Instance, spec: &str) -> Result<Arc<Object>> {
     let bits: u64 = match spec {
         "RSA_2048" => 2048,
         "RSA_3072" => 3072,
-        "EC_SM2" => return Err(Error::new(ck::CKR_MECHANISM_INVALID, "SM2 wrapping keys need the SM algorithms, not available yet")),
-        other => return Err(Error::new(ck::CKR_ARGUMENTS_BAD, format!("unknown wrapping key spec {other:?}"))),
+        "EC_SM2" => {
+            return Err(Error::new(
+                ck::CKR_MECHANISM_INVALID,
+                "SM2 wrapping keys need the SM algorithms, not available yet",
+            ))
+        }
+        other => {
+            return Err(Error::new(
+                ck::CKR_ARGUMENTS_BAD,
+                format!("unknown wrapping key spec {other:?}"),
+            ))
+        }
     };
     let template = vec![
         Attribute::bool(ck::CKA_TOKEN, true),
@@ -505,19 +742,34 @@ fn import_key(i: &Instance, spec: &str) -> Result<Arc<Object>> {
         Attribute::new(ck::CKA_LABEL, label.clone().into_bytes()),
     ];
     let key_id = object::new_key_id();
-    let extra = [Attribute::ulong(ck::CKA_MODULUS_BITS, bits), Attribute::new(ck::CKA_PUBLIC_EXPONENT, vec![1, 0, 1])];
-    let (mut private, mut public) = generate_pair(t, ck::CKM_RSA_PKCS_KEY_PAIR_GEN, &template, &extra, &key_id)?;
+    let extra = [
+        Attribute::ulong(ck::CKA_MODULUS_BITS, bits),
+        Attribute::new(ck::CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+    ];
+    let (mut private, mut public) =
+        generate_pair(t, ck::CKM_RSA_PKCS_KEY_PAIR_GEN, &template, &extra, &key_id)?;
     // Owned by the instance: nobody disables or deletes it.
     private.set_bool(vendor::CKA_P11KMS_SERVICE_KEY, true);
     public.set_bool(vendor::CKA_P11KMS_SERVICE_KEY, true);
-    let meta = KeyMeta { created: now(), usage: "ENCRYPT/DECRYPT".into(), service: Some("p11kms-import".into()), ..Default::default() };
+    let meta = KeyMeta {
+        created: now(),
+        usage: "ENCRYPT/DECRYPT".into(),
+        service: Some("p11kms-import".into()),
+        ..Default::default()
+    };
     meta.store(&mut private)?;
     t.apply(vec![ObjectChange::Add(private), ObjectChange::Add(public)])?;
     find().ok_or_else(|| Error::general("import key vanished"))
 }
 
 /// `p11kms key import-params`.
-fn import_params(d: &Daemon, i: &Instance, key: &str, alg: &str, spec: &str) -> Result<ImportParams> {
+fn import_params(
+    d: &Daemon,
+    i: &Instance,
+    key: &str,
+    alg: &str,
+    spec: &str,
+) -> Result<ImportParams> {
     import_allowed(d, i)?;
     wrapping(alg)?;
     let o = resolve(&i.token, key)?;
@@ -525,7 +777,9 @@ fn import_params(d: &Daemon, i: &Instance, key: &str, alg: &str, spec: &str) -> 
     if state(&o) != vendor::CKV_P11KMS_STATE_PENDING_IMPORT
         && o.attrs().ulong(vendor::CKA_P11KMS_ORIGIN) != Some(vendor::CKV_P11KMS_ORIGIN_EXTERNAL)
     {
-        return Err(prohibited("only keys created with --origin EXTERNAL take imported material"));
+        return Err(prohibited(
+            "only keys created with --origin EXTERNAL take imported material",
+        ));
     }
     let ik = import_key(i, spec)?;
     let spki = {
@@ -538,17 +792,21 @@ fn import_params(d: &Daemon, i: &Instance, key: &str, alg: &str, spec: &str) -> 
             .ok_or_else(|| Error::general("import key has no public half"))?
     };
     let mut tok = [0u8; 24];
-    getrandom::fill(&mut tok).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
+    getrandom::fill(&mut tok)
+        .map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
     let token: String = tok.iter().map(|b| format!("{b:02x}")).collect();
     let expires = now() + IMPORT_TOKEN_TTL;
     let key_id = super::key_id_of(&o).unwrap_or_default();
-    d.kms.add_import(&token, super::ImportSession {
-        instance: i.name.clone(),
-        key_id: key_id.clone(),
-        algorithm: alg.to_string(),
-        spec: spec.to_string(),
-        expires,
-    });
+    d.kms.add_import(
+        &token,
+        super::ImportSession {
+            instance: i.name.clone(),
+            key_id: key_id.clone(),
+            algorithm: alg.to_string(),
+            spec: spec.to_string(),
+            expires,
+        },
+    );
     event(&i.name, &key_id, "ImportParametersIssued");
     Ok(ImportParams {
         key_id,
@@ -573,55 +831,110 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// `p11kms key import`.
-fn import(d: &Daemon, i: &Instance, key: &str, token: &str, wrapped: &[u8], expires: Option<u64>) -> Result<()> {
+fn import(
+    d: &Daemon,
+    i: &Instance,
+    key: &str,
+    token: &str,
+    wrapped: &[u8],
+    expires: Option<u64>,
+) -> Result<()> {
     import_allowed(d, i)?;
     let o = resolve(&i.token, key)?;
     protect(&o)?;
     let key_id = super::key_id_of(&o).unwrap_or_default();
     // Taking the session out makes every token single-use, even when the
     // import below fails.
-    let session = d.kms.take_import(token).ok_or_else(|| Error::new(ck::CKR_ARGUMENTS_BAD, "unknown or already used import token"))?;
+    let session = d.kms.take_import(token).ok_or_else(|| {
+        Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            "unknown or already used import token",
+        )
+    })?;
     if session.instance != i.name || session.key_id != key_id {
-        return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "the import token was issued for another key"));
+        return Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            "the import token was issued for another key",
+        ));
     }
     if now() > session.expires {
-        return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "the import token has expired; get new import parameters"));
+        return Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            "the import token has expired; get new import parameters",
+        ));
     }
     if let Some(e) = expires {
         if e <= now() {
-            return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "the expiry time is in the past"));
+            return Err(Error::new(
+                ck::CKR_ARGUMENTS_BAD,
+                "the expiry time is in the past",
+            ));
         }
     }
     let (hash, mgf, aes_kw) = wrapping(&session.algorithm)?;
     let ik = import_key(i, &session.spec)?;
     let ik_key: Arc<Key> = ik.key()?;
-    let oaep = MechParam::Oaep { hash, mgf, source: ck::CKZ_DATA_SPECIFIED, source_data: Vec::new() };
+    let oaep = MechParam::Oaep {
+        hash,
+        mgf,
+        source: ck::CKZ_DATA_SPECIFIED,
+        source_data: Vec::new(),
+    };
     let material = if aes_kw {
         let m = i.token.registry.get(ck::CKM_RSA_AES_KEY_WRAP)?;
-        m.unwrap(&MechParam::RsaAesKeyWrap { aes_key_bits: 256, oaep: Some(Box::new(oaep)) }, &ik_key, wrapped)
+        m.unwrap(
+            &MechParam::RsaAesKeyWrap {
+                aes_key_bits: 256,
+                oaep: Some(Box::new(oaep)),
+            },
+            &ik_key,
+            wrapped,
+        )
     } else {
         let m = i.token.registry.get(ck::CKM_RSA_PKCS_OAEP)?;
-        m.decrypt_init(&ik_key, &oaep).and_then(|mut op| op.oneshot(wrapped)).map(Zeroizing::new)
+        m.decrypt_init(&ik_key, &oaep)
+            .and_then(|mut op| op.oneshot(wrapped))
+            .map(Zeroizing::new)
     }
-    .map_err(|_| Error::new(ck::CKR_WRAPPED_KEY_INVALID, "the material does not decrypt with the import key (wrong key, algorithm or data)"))?;
+    .map_err(|_| {
+        Error::new(
+            ck::CKR_WRAPPED_KEY_INVALID,
+            "the material does not decrypt with the import key (wrong key, algorithm or data)",
+        )
+    })?;
     let a = o.attrs().clone();
     let want = a.ulong(ck::CKA_VALUE_LEN).unwrap_or(32) as usize;
     if material.len() != want {
-        return Err(Error::new(ck::CKR_WRAPPED_KEY_LEN_RANGE, format!("key material must be {want} bytes, got {}", material.len())));
+        return Err(Error::new(
+            ck::CKR_WRAPPED_KEY_LEN_RANGE,
+            format!("key material must be {want} bytes, got {}", material.len()),
+        ));
     }
     let existing = a.get(ck::CKA_VALUE).filter(|v| !v.is_empty());
     if existing.is_some_and(|v| v != material.as_slice()) {
-        return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "this key already holds different material"));
+        return Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            "this key already holds different material",
+        ));
     }
-    let previous_kcv = a.get(ck::CKA_CHECK_VALUE).filter(|v| !v.is_empty()).map(<[u8]>::to_vec);
+    let previous_kcv = a
+        .get(ck::CKA_CHECK_VALUE)
+        .filter(|v| !v.is_empty())
+        .map(<[u8]>::to_vec);
     let mut next = a;
     next.set(ck::CKA_VALUE, material.to_vec());
     object::refresh_check_value(&mut next);
     // Material that expired may only come back as the same material.
     if previous_kcv.is_some_and(|k| next.get(ck::CKA_CHECK_VALUE) != Some(k.as_slice())) {
-        return Err(Error::new(ck::CKR_ARGUMENTS_BAD, "this key was imported before with different material"));
+        return Err(Error::new(
+            ck::CKR_ARGUMENTS_BAD,
+            "this key was imported before with different material",
+        ));
     }
-    next.set_ulong(vendor::CKA_P11KMS_KEY_STATE, vendor::CKV_P11KMS_STATE_ENABLED);
+    next.set_ulong(
+        vendor::CKA_P11KMS_KEY_STATE,
+        vendor::CKV_P11KMS_STATE_ENABLED,
+    );
     let mut m = KeyMeta::of(&next);
     m.material_expires = expires;
     m.store(&mut next)?;

@@ -43,11 +43,14 @@ pub struct KeyMeta {
 
 impl KeyMeta {
     pub fn of(a: &Attrs) -> KeyMeta {
-        a.get(INTERNAL_META).and_then(|b| postcard::from_bytes(b).ok()).unwrap_or_default()
+        a.get(INTERNAL_META)
+            .and_then(|b| postcard::from_bytes(b).ok())
+            .unwrap_or_default()
     }
 
     pub fn store(&self, a: &mut Attrs) -> Result<()> {
-        let b = postcard::to_stdvec(self).map_err(|e| Error::general(format!("encode key metadata: {e}")))?;
+        let b = postcard::to_stdvec(self)
+            .map_err(|e| Error::general(format!("encode key metadata: {e}")))?;
         a.set(INTERNAL_META, b);
         Ok(())
     }
@@ -72,7 +75,10 @@ pub struct KmsState {
 
 impl KmsState {
     pub fn add_import(&self, token: &str, s: ImportSession) {
-        let mut m = self.imports.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self
+            .imports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let t = now();
         m.retain(|_, v| v.expires >= t);
         m.insert(token.to_string(), s);
@@ -80,13 +86,18 @@ impl KmsState {
 
     /// Remove and return an import session: each token is good for one try.
     pub fn take_import(&self, token: &str) -> Option<ImportSession> {
-        self.imports.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(token)
+        self.imports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(token)
     }
 }
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub fn state_name(s: u64) -> &'static str {
@@ -101,7 +112,9 @@ pub fn state_name(s: u64) -> &'static str {
 
 /// The key id of an object, if it is a key.
 pub fn key_id_of(o: &Object) -> Option<String> {
-    o.attrs().get(vendor::CKA_P11KMS_KEY_ID).map(|b| String::from_utf8_lossy(b).into_owned())
+    o.attrs()
+        .get(vendor::CKA_P11KMS_KEY_ID)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 pub fn is_version_object(a: &Attrs) -> bool {
@@ -118,14 +131,26 @@ pub fn is_primary(token: &Token, o: &Object) -> bool {
     }
     // A public key is primary only when no private half exists.
     let Some(id) = key_id_of(o) else { return false };
-    !token.objects_of_key(&id).iter().any(|x| x.class == ck::CKO_PRIVATE_KEY)
+    !token
+        .objects_of_key(&id)
+        .iter()
+        .any(|x| x.class == ck::CKO_PRIVATE_KEY)
 }
 
 /// The primary object of a key named by key id or alias.
 pub fn resolve(token: &Token, key: &str) -> Result<Arc<Object>> {
-    let not_found = || Error::new(ck::CKR_KEY_HANDLE_INVALID, format!("no key with id or alias {key:?}"));
+    let not_found = || {
+        Error::new(
+            ck::CKR_KEY_HANDLE_INVALID,
+            format!("no key with id or alias {key:?}"),
+        )
+    };
     if key.starts_with("key-") {
-        return token.objects_of_key(key).into_iter().find(|o| is_primary(token, o)).ok_or_else(not_found);
+        return token
+            .objects_of_key(key)
+            .into_iter()
+            .find(|o| is_primary(token, o))
+            .ok_or_else(not_found);
     }
     token
         .all_objects()
@@ -133,17 +158,23 @@ pub fn resolve(token: &Token, key: &str) -> Result<Arc<Object>> {
         .filter(|o| is_primary(token, o))
         .find(|o| {
             let a = o.attrs();
-            a.get(ck::CKA_LABEL) == Some(key.as_bytes()) || KeyMeta::of(&a).aliases.iter().any(|x| x == key)
+            a.get(ck::CKA_LABEL) == Some(key.as_bytes())
+                || KeyMeta::of(&a).aliases.iter().any(|x| x == key)
         })
         .ok_or_else(not_found)
 }
 
 /// Every alias in use on the token.
 pub fn alias_taken(token: &Token, alias: &str) -> bool {
-    token.all_objects().iter().filter(|o| is_primary(token, o)).any(|o| {
-        let a = o.attrs();
-        a.get(ck::CKA_LABEL) == Some(alias.as_bytes()) || KeyMeta::of(&a).aliases.iter().any(|x| x == alias)
-    })
+    token
+        .all_objects()
+        .iter()
+        .filter(|o| is_primary(token, o))
+        .any(|o| {
+            let a = o.attrs();
+            a.get(ck::CKA_LABEL) == Some(alias.as_bytes())
+                || KeyMeta::of(&a).aliases.iter().any(|x| x == alias)
+        })
 }
 
 /// The key spec name of an object (`AES_256`, `RSA_2048`, `EC_P256`, ...).
@@ -151,7 +182,9 @@ pub fn spec_of(a: &Attrs) -> String {
     match a.key_type() {
         Some(ck::CKK_AES) => format!("AES_{}", a.ulong(ck::CKA_VALUE_LEN).unwrap_or(0) * 8),
         Some(ck::CKK_RSA) => {
-            let bits = a.get(ck::CKA_MODULUS).map_or(0, |m| m.iter().skip_while(|b| **b == 0).count() * 8);
+            let bits = a
+                .get(ck::CKA_MODULUS)
+                .map_or(0, |m| m.iter().skip_while(|b| **b == 0).count() * 8);
             format!("RSA_{bits}")
         }
         Some(ck::CKK_EC) => match a.get(ck::CKA_EC_PARAMS) {
@@ -178,7 +211,8 @@ pub const P521_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
 pub fn describe(token: &Token, primary: &Object) -> KeyMetadata {
     let a = primary.attrs();
     let meta = KeyMeta::of(&a);
-    let key_id = String::from_utf8_lossy(a.get(vendor::CKA_P11KMS_KEY_ID).unwrap_or_default()).into_owned();
+    let key_id =
+        String::from_utf8_lossy(a.get(vendor::CKA_P11KMS_KEY_ID).unwrap_or_default()).into_owned();
     let primary_version = a.ulong(vendor::CKA_P11KMS_KEY_VERSION).unwrap_or(1) as u32;
     let mut aliases: Vec<String> = Vec::new();
     if let Some(l) = a.get(ck::CKA_LABEL).filter(|l| !l.is_empty()) {
@@ -186,11 +220,19 @@ pub fn describe(token: &Token, primary: &Object) -> KeyMetadata {
     }
     aliases.extend(meta.aliases.iter().cloned());
     let versions = if meta.versions.is_empty() {
-        vec![KeyVersionInfo { version: primary_version, created_unix: meta.created, primary: true }]
+        vec![KeyVersionInfo {
+            version: primary_version,
+            created_unix: meta.created,
+            primary: true,
+        }]
     } else {
         meta.versions
             .iter()
-            .map(|(v, t)| KeyVersionInfo { version: *v, created_unix: *t, primary: *v == primary_version })
+            .map(|(v, t)| KeyVersionInfo {
+                version: *v,
+                created_unix: *t,
+                primary: *v == primary_version,
+            })
             .collect()
     };
     let usage = if !meta.usage.is_empty() {
@@ -200,7 +242,11 @@ pub fn describe(token: &Token, primary: &Object) -> KeyMetadata {
     } else {
         "ENCRYPT/DECRYPT".into()
     };
-    let origin = if a.ulong(vendor::CKA_P11KMS_ORIGIN) == Some(vendor::CKV_P11KMS_ORIGIN_EXTERNAL) { "EXTERNAL" } else { "KMS" };
+    let origin = if a.ulong(vendor::CKA_P11KMS_ORIGIN) == Some(vendor::CKV_P11KMS_ORIGIN_EXTERNAL) {
+        "EXTERNAL"
+    } else {
+        "KMS"
+    };
     let _ = token;
     KeyMetadata {
         key_id,
@@ -221,7 +267,12 @@ pub fn describe(token: &Token, primary: &Object) -> KeyMetadata {
         material_expires_unix: meta.material_expires,
         service: meta.service.clone(),
         default_key: a.bool(vendor::CKA_P11KMS_DEFAULT_KEY),
-        cka_id_hex: a.get(ck::CKA_ID).unwrap_or_default().iter().map(|b| format!("{b:02x}")).collect(),
+        cka_id_hex: a
+            .get(ck::CKA_ID)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     }
 }
 

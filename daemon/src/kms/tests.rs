@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use p11kms_protocol::{
-    vendor, AdminCommand as C, AdminReply, AttrResult, Attribute, KeyCreate, KeyMetadata, MechParam, Mechanism, Request as R,
-    Response,
+    vendor, AdminCommand as C, AdminReply, AttrResult, Attribute, KeyCreate, KeyMetadata,
+    MechParam, Mechanism, Request as R, Response,
 };
 use pkcs11_sys as ck;
 
@@ -28,17 +28,59 @@ fn fixture() -> F {
     let mut cfg = Config::zero(dir.path().to_path_buf(), dir.path().join("sock"));
     cfg.instances[0].min_pending_days = 0;
     let d = Daemon::open(cfg).expect("daemon");
-    let app = d.attach(AppKey { app_id: [9; 16], uid: 0, pid: 9 }, Peer::default());
+    let app = d.attach(
+        AppKey {
+            app_id: [9; 16],
+            uid: 0,
+            pid: 9,
+        },
+        Peer::default(),
+    );
     let call = |r| crate::dispatch::handle(&d, &app, r);
-    assert_eq!(call(R::InitToken { slot: 0, so_pin: SO.to_vec(), label: b"kms".to_vec() }), Response::Ok);
-    let Response::Handle(s) = call(R::OpenSession { slot: 0, flags: ck::CKF_SERIAL_SESSION | ck::CKF_RW_SESSION }) else {
+    assert_eq!(
+        call(R::InitToken {
+            slot: 0,
+            so_pin: SO.to_vec(),
+            label: b"kms".to_vec()
+        }),
+        Response::Ok
+    );
+    let Response::Handle(s) = call(R::OpenSession {
+        slot: 0,
+        flags: ck::CKF_SERIAL_SESSION | ck::CKF_RW_SESSION,
+    }) else {
         panic!("open")
     };
-    assert_eq!(call(R::Login { session: s, user_type: ck::CKU_SO, pin: SO.to_vec() }), Response::Ok);
-    assert_eq!(call(R::InitPin { session: s, pin: b"1234".to_vec() }), Response::Ok);
+    assert_eq!(
+        call(R::Login {
+            session: s,
+            user_type: ck::CKU_SO,
+            pin: SO.to_vec()
+        }),
+        Response::Ok
+    );
+    assert_eq!(
+        call(R::InitPin {
+            session: s,
+            pin: b"1234".to_vec()
+        }),
+        Response::Ok
+    );
     assert_eq!(call(R::Logout { session: s }), Response::Ok);
-    assert_eq!(call(R::Login { session: s, user_type: ck::CKU_USER, pin: b"1234".to_vec() }), Response::Ok);
-    F { _dir: dir, d, app, s }
+    assert_eq!(
+        call(R::Login {
+            session: s,
+            user_type: ck::CKU_USER,
+            pin: b"1234".to_vec()
+        }),
+        Response::Ok
+    );
+    F {
+        _dir: dir,
+        d,
+        app,
+        s,
+    }
 }
 
 impl F {
@@ -61,37 +103,71 @@ impl F {
         }
     }
     fn find_label(&self, label: &str) -> Vec<u64> {
-        assert_eq!(self.call(R::FindObjectsInit { session: self.s, template: vec![Attribute::new(ck::CKA_LABEL, label.as_bytes().to_vec())] }), Response::Ok);
-        let Response::Handles(h) = self.call(R::FindObjects { session: self.s, max: 100 }) else { panic!("find") };
-        assert_eq!(self.call(R::FindObjectsFinal { session: self.s }), Response::Ok);
+        assert_eq!(
+            self.call(R::FindObjectsInit {
+                session: self.s,
+                template: vec![Attribute::new(ck::CKA_LABEL, label.as_bytes().to_vec())]
+            }),
+            Response::Ok
+        );
+        let Response::Handles(h) = self.call(R::FindObjects {
+            session: self.s,
+            max: 100,
+        }) else {
+            panic!("find")
+        };
+        assert_eq!(
+            self.call(R::FindObjectsFinal { session: self.s }),
+            Response::Ok
+        );
         h
     }
     fn encrypt(&self, key: u64, mech: Mechanism, data: &[u8]) -> Result<Vec<u8>, u64> {
-        match self.call(R::EncryptInit { session: self.s, mech, key }) {
+        match self.call(R::EncryptInit {
+            session: self.s,
+            mech,
+            key,
+        }) {
             Response::Ok => {}
             Response::Error(rv) => return Err(rv),
             other => panic!("{other:?}"),
         }
-        match self.call(R::Encrypt { session: self.s, data: data.to_vec(), out: Some(1 << 20) }) {
+        match self.call(R::Encrypt {
+            session: self.s,
+            data: data.to_vec(),
+            out: Some(1 << 20),
+        }) {
             Response::Output { data: Some(d), .. } => Ok(d),
             Response::Error(rv) => Err(rv),
             other => panic!("{other:?}"),
         }
     }
     fn decrypt(&self, key: u64, mech: Mechanism, data: &[u8]) -> Result<Vec<u8>, u64> {
-        match self.call(R::DecryptInit { session: self.s, mech, key }) {
+        match self.call(R::DecryptInit {
+            session: self.s,
+            mech,
+            key,
+        }) {
             Response::Ok => {}
             Response::Error(rv) => return Err(rv),
             other => panic!("{other:?}"),
         }
-        match self.call(R::Decrypt { session: self.s, data: data.to_vec(), out: Some(1 << 20) }) {
+        match self.call(R::Decrypt {
+            session: self.s,
+            data: data.to_vec(),
+            out: Some(1 << 20),
+        }) {
             Response::Output { data: Some(d), .. } => Ok(d),
             Response::Error(rv) => Err(rv),
             other => panic!("{other:?}"),
         }
     }
     fn attr(&self, o: u64, ty: u64) -> AttrResult {
-        match self.call(R::GetAttributeValue { session: self.s, object: o, types: vec![ty] }) {
+        match self.call(R::GetAttributeValue {
+            session: self.s,
+            object: o,
+            types: vec![ty],
+        }) {
             Response::Attributes(mut a) => a.remove(0),
             other => panic!("{other:?}"),
         }
@@ -99,7 +175,10 @@ impl F {
 }
 
 fn envelope() -> Mechanism {
-    Mechanism { mech: vendor::CKM_P11KMS_AES_GCM_ENVELOPE, param: MechParam::Bytes(b"table=t1".to_vec()) }
+    Mechanism {
+        mech: vendor::CKM_P11KMS_AES_GCM_ENVELOPE,
+        param: MechParam::Bytes(b"table=t1".to_vec()),
+    }
 }
 
 fn ecb() -> Mechanism {
@@ -109,35 +188,70 @@ fn ecb() -> Mechanism {
 #[test]
 fn lifecycle_through_pkcs11() {
     let f = fixture();
-    let k = f.key(C::KeyCreate(KeyCreate { alias: Some("k1".into()), ..Default::default() }));
+    let k = f.key(C::KeyCreate(KeyCreate {
+        alias: Some("k1".into()),
+        ..Default::default()
+    }));
     assert!(k.key_id.starts_with("key-"));
-    assert_eq!((k.state.as_str(), k.origin.as_str(), k.spec.as_str()), ("Enabled", "KMS", "AES_256"));
+    assert_eq!(
+        (k.state.as_str(), k.origin.as_str(), k.spec.as_str()),
+        ("Enabled", "KMS", "AES_256")
+    );
     let h = f.find_label("k1");
     assert_eq!(h.len(), 1);
     let h = h[0];
-    assert_eq!(f.attr(h, ck::CKA_ID), AttrResult::Value(k.key_id.as_bytes().to_vec()));
+    assert_eq!(
+        f.attr(h, ck::CKA_ID),
+        AttrResult::Value(k.key_id.as_bytes().to_vec())
+    );
     assert_eq!(f.attr(h, ck::CKA_LOCAL), AttrResult::Value(vec![1]));
     assert!(f.encrypt(h, ecb(), &[0; 16]).is_ok());
     f.key(C::KeyDisable { key: "k1".into() });
-    assert_eq!(f.encrypt(h, ecb(), &[0; 16]), Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED));
+    assert_eq!(
+        f.encrypt(h, ecb(), &[0; 16]),
+        Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
     assert_eq!(
         f.attr(h, vendor::CKA_P11KMS_KEY_STATE),
         AttrResult::Value(vendor::CKV_P11KMS_STATE_DISABLED.to_le_bytes().to_vec())
     );
-    f.key(C::KeyEnable { key: k.key_id.clone() });
+    f.key(C::KeyEnable {
+        key: k.key_id.clone(),
+    });
     assert!(f.encrypt(h, ecb(), &[0; 16]).is_ok());
-    let pending = f.key(C::KeyScheduleDeletion { key: "k1".into(), pending_days: 7 });
+    let pending = f.key(C::KeyScheduleDeletion {
+        key: "k1".into(),
+        pending_days: 7,
+    });
     assert_eq!(pending.state, "PendingDeletion");
-    assert_eq!(f.encrypt(h, ecb(), &[0; 16]), Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED));
-    assert_eq!(f.fails(C::KeyEnable { key: "k1".into() }), ck::CKR_ACTION_PROHIBITED);
+    assert_eq!(
+        f.encrypt(h, ecb(), &[0; 16]),
+        Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+    assert_eq!(
+        f.fails(C::KeyEnable { key: "k1".into() }),
+        ck::CKR_ACTION_PROHIBITED
+    );
     f.key(C::KeyCancelDeletion { key: "k1".into() });
     assert!(f.encrypt(h, ecb(), &[0; 16]).is_ok());
-    assert_eq!(f.fails(C::KeyScheduleDeletion { key: "k1".into(), pending_days: 400 }), ck::CKR_ARGUMENTS_BAD);
+    assert_eq!(
+        f.fails(C::KeyScheduleDeletion {
+            key: "k1".into(),
+            pending_days: 400
+        }),
+        ck::CKR_ARGUMENTS_BAD
+    );
     // The window ends: the sweeper destroys the material and the record.
-    f.key(C::KeyScheduleDeletion { key: "k1".into(), pending_days: 1 });
+    f.key(C::KeyScheduleDeletion {
+        key: "k1".into(),
+        pending_days: 1,
+    });
     super::sweep::sweep_instance(&f.d.instances[0], super::now() + 2 * 86_400).expect("sweep");
     assert!(f.find_label("k1").is_empty());
-    assert_eq!(f.fails(C::KeyDescribe { key: k.key_id }), ck::CKR_KEY_HANDLE_INVALID);
+    assert_eq!(
+        f.fails(C::KeyDescribe { key: k.key_id }),
+        ck::CKR_KEY_HANDLE_INVALID
+    );
     // Wrong SO PIN.
     match super::admin::handle(&f.d, "default", b"00000000", C::KeyList) {
         AdminReply::Failed { rv, .. } => assert_eq!(rv, ck::CKR_PIN_INCORRECT),
@@ -148,14 +262,21 @@ fn lifecycle_through_pkcs11() {
 #[test]
 fn rotation_keeps_old_ciphertext_decryptable() {
     let f = fixture();
-    let k = f.key(C::KeyCreate(KeyCreate { alias: Some("tde".into()), ..Default::default() }));
+    let k = f.key(C::KeyCreate(KeyCreate {
+        alias: Some("tde".into()),
+        ..Default::default()
+    }));
     let h = f.find_label("tde")[0];
-    let old_ct = f.encrypt(h, envelope(), b"row 1").expect("envelope encrypt");
+    let old_ct = f
+        .encrypt(h, envelope(), b"row 1")
+        .expect("envelope encrypt");
     assert_eq!(&old_ct[..4], b"P11E");
     let rotated = f.key(C::KeyRotate { key: "tde".into() });
     assert_eq!(rotated.primary_version, 2);
     assert_eq!(rotated.versions.len(), 2);
-    let new_ct = f.encrypt(h, envelope(), b"row 2").expect("envelope encrypt");
+    let new_ct = f
+        .encrypt(h, envelope(), b"row 2")
+        .expect("envelope encrypt");
     let version_at = |ct: &[u8]| {
         let n = ct[5] as usize;
         u32::from_be_bytes(ct[6 + n..10 + n].try_into().expect("version"))
@@ -164,72 +285,173 @@ fn rotation_keeps_old_ciphertext_decryptable() {
     assert_eq!(f.decrypt(h, envelope(), &old_ct).expect("old"), b"row 1");
     assert_eq!(f.decrypt(h, envelope(), &new_ct).expect("new"), b"row 2");
     // Wrong AAD or a flipped byte fail as invalid ciphertext.
-    let other_aad = Mechanism { mech: vendor::CKM_P11KMS_AES_GCM_ENVELOPE, param: MechParam::Bytes(b"table=t2".to_vec()) };
-    assert_eq!(f.decrypt(h, other_aad, &old_ct), Err(ck::CKR_ENCRYPTED_DATA_INVALID));
+    let other_aad = Mechanism {
+        mech: vendor::CKM_P11KMS_AES_GCM_ENVELOPE,
+        param: MechParam::Bytes(b"table=t2".to_vec()),
+    };
+    assert_eq!(
+        f.decrypt(h, other_aad, &old_ct),
+        Err(ck::CKR_ENCRYPTED_DATA_INVALID)
+    );
     // The old version is its own object: decrypt only.
     let v1 = f.find_label("tde#v1");
     assert_eq!(v1.len(), 1);
-    assert_eq!(f.attr(v1[0], vendor::CKA_P11KMS_KEY_VERSION), AttrResult::Value(1u64.to_le_bytes().to_vec()));
-    assert_eq!(f.encrypt(v1[0], ecb(), &[0; 16]), Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED));
+    assert_eq!(
+        f.attr(v1[0], vendor::CKA_P11KMS_KEY_VERSION),
+        AttrResult::Value(1u64.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        f.encrypt(v1[0], ecb(), &[0; 16]),
+        Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
     // Disabling the key disables every version.
-    f.key(C::KeyDisable { key: k.key_id.clone() });
-    assert_eq!(f.decrypt(h, envelope(), &old_ct), Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED));
-    f.key(C::KeyEnable { key: k.key_id.clone() });
+    f.key(C::KeyDisable {
+        key: k.key_id.clone(),
+    });
+    assert_eq!(
+        f.decrypt(h, envelope(), &old_ct),
+        Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+    f.key(C::KeyEnable {
+        key: k.key_id.clone(),
+    });
     // Automatic rotation runs from the sweeper when due.
-    f.key(C::KeySetRotation { key: "tde".into(), interval_days: Some(7) });
+    f.key(C::KeySetRotation {
+        key: "tde".into(),
+        interval_days: Some(7),
+    });
     super::sweep::sweep_instance(&f.d.instances[0], super::now() + 8 * 86_400).expect("sweep");
-    assert_eq!(f.key(C::KeyDescribe { key: "tde".into() }).primary_version, 3);
-    assert_eq!(f.decrypt(h, envelope(), &old_ct).expect("v1 still decrypts"), b"row 1");
-    assert_eq!(f.fails(C::KeySetRotation { key: "tde".into(), interval_days: Some(3) }), ck::CKR_ARGUMENTS_BAD);
+    assert_eq!(
+        f.key(C::KeyDescribe { key: "tde".into() }).primary_version,
+        3
+    );
+    assert_eq!(
+        f.decrypt(h, envelope(), &old_ct)
+            .expect("v1 still decrypts"),
+        b"row 1"
+    );
+    assert_eq!(
+        f.fails(C::KeySetRotation {
+            key: "tde".into(),
+            interval_days: Some(3)
+        }),
+        ck::CKR_ARGUMENTS_BAD
+    );
 }
 
 #[test]
 fn service_and_default_keys() {
     let f = fixture();
-    let s = f.key(C::KeyCreate(KeyCreate { alias: Some("svc".into()), service: Some("rds".into()), ..Default::default() }));
+    let s = f.key(C::KeyCreate(KeyCreate {
+        alias: Some("svc".into()),
+        service: Some("rds".into()),
+        ..Default::default()
+    }));
     assert_eq!(s.service.as_deref(), Some("rds"));
     for cmd in [
         C::KeyDisable { key: "svc".into() },
         C::KeyRotate { key: "svc".into() },
-        C::KeyScheduleDeletion { key: "svc".into(), pending_days: 7 },
-        C::KeyTag { key: "svc".into(), set: vec![("a".into(), "b".into())], remove: vec![] },
+        C::KeyScheduleDeletion {
+            key: "svc".into(),
+            pending_days: 7,
+        },
+        C::KeyTag {
+            key: "svc".into(),
+            set: vec![("a".into(), "b".into())],
+            remove: vec![],
+        },
     ] {
         assert_eq!(f.fails(cmd), ck::CKR_ACTION_PROHIBITED);
     }
     let h = f.find_label("svc")[0];
     assert!(f.encrypt(h, ecb(), &[0; 16]).is_ok(), "usable");
-    assert_eq!(f.call(R::DestroyObject { session: f.s, object: h }), Response::Error(ck::CKR_ACTION_PROHIBITED));
     assert_eq!(
-        f.call(R::SetAttributeValue { session: f.s, object: h, template: vec![Attribute::new(ck::CKA_LABEL, b"x".to_vec())] }),
+        f.call(R::DestroyObject {
+            session: f.s,
+            object: h
+        }),
+        Response::Error(ck::CKR_ACTION_PROHIBITED)
+    );
+    assert_eq!(
+        f.call(R::SetAttributeValue {
+            session: f.s,
+            object: h,
+            template: vec![Attribute::new(ck::CKA_LABEL, b"x".to_vec())]
+        }),
         Response::Error(ck::CKR_ACTION_PROHIBITED)
     );
     // The default key exists after the first command, once.
-    let AdminReply::Keys(keys) = f.admin(C::KeyList) else { panic!("list") };
+    let AdminReply::Keys(keys) = f.admin(C::KeyList) else {
+        panic!("list")
+    };
     let defaults: Vec<_> = keys.iter().filter(|k| k.default_key).collect();
     assert_eq!(defaults.len(), 1);
     assert_eq!(defaults[0].spec, "AES_256");
     // Asymmetric keys do not rotate.
-    let rsa = f.key(C::KeyCreate(KeyCreate { spec: Some("RSA_2048".into()), usage: Some("SIGN/VERIFY".into()), ..Default::default() }));
-    assert_eq!(f.fails(C::KeyRotate { key: rsa.key_id.clone() }), ck::CKR_ACTION_PROHIBITED);
+    let rsa = f.key(C::KeyCreate(KeyCreate {
+        spec: Some("RSA_2048".into()),
+        usage: Some("SIGN/VERIFY".into()),
+        ..Default::default()
+    }));
+    assert_eq!(
+        f.fails(C::KeyRotate {
+            key: rsa.key_id.clone()
+        }),
+        ck::CKR_ACTION_PROHIBITED
+    );
     assert_eq!(rsa.spec, "RSA_2048");
     // Aliases and tags.
-    f.key(C::AliasAdd { key: rsa.key_id.clone(), alias: "signer".into() });
-    f.key(C::AliasAdd { key: "signer".into(), alias: "signer2".into() });
-    let t = f.key(C::KeyTag { key: "signer2".into(), set: vec![("env".into(), "prod".into())], remove: vec![] });
+    f.key(C::AliasAdd {
+        key: rsa.key_id.clone(),
+        alias: "signer".into(),
+    });
+    f.key(C::AliasAdd {
+        key: "signer".into(),
+        alias: "signer2".into(),
+    });
+    let t = f.key(C::KeyTag {
+        key: "signer2".into(),
+        set: vec![("env".into(), "prod".into())],
+        remove: vec![],
+    });
     assert_eq!(t.aliases, vec!["signer".to_string(), "signer2".to_string()]);
     assert_eq!(t.tags, vec![("env".to_string(), "prod".to_string())]);
-    assert_eq!(f.fails(C::AliasAdd { key: "svc".into(), alias: "signer".into() }), ck::CKR_ARGUMENTS_BAD);
-    f.key(C::AliasRemove { alias: "signer".into() });
-    assert_eq!(f.key(C::KeyDescribe { key: "signer2".into() }).aliases, vec!["signer2".to_string()]);
+    assert_eq!(
+        f.fails(C::AliasAdd {
+            key: "svc".into(),
+            alias: "signer".into()
+        }),
+        ck::CKR_ARGUMENTS_BAD
+    );
+    f.key(C::AliasRemove {
+        alias: "signer".into(),
+    });
+    assert_eq!(
+        f.key(C::KeyDescribe {
+            key: "signer2".into()
+        })
+        .aliases,
+        vec!["signer2".to_string()]
+    );
 }
 
 #[test]
 fn import_of_key_material() {
     let f = fixture();
-    let k = f.key(C::KeyCreate(KeyCreate { alias: Some("byok".into()), origin: Some("EXTERNAL".into()), ..Default::default() }));
-    assert_eq!((k.state.as_str(), k.origin.as_str()), ("PendingImport", "EXTERNAL"));
+    let k = f.key(C::KeyCreate(KeyCreate {
+        alias: Some("byok".into()),
+        origin: Some("EXTERNAL".into()),
+        ..Default::default()
+    }));
+    assert_eq!(
+        (k.state.as_str(), k.origin.as_str()),
+        ("PendingImport", "EXTERNAL")
+    );
     let h = f.find_label("byok")[0];
-    assert_eq!(f.encrypt(h, ecb(), &[0; 16]), Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED));
+    assert_eq!(
+        f.encrypt(h, ecb(), &[0; 16]),
+        Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
     let params = |f: &F| match f.admin(C::ImportParams {
         key: "byok".into(),
         wrapping_algorithm: "RSAES_OAEP_SHA_256".into(),
@@ -245,22 +467,79 @@ fn import_of_key_material() {
     let ik_pub = token
         .all_objects()
         .into_iter()
-        .find(|o| o.class == ck::CKO_PUBLIC_KEY && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-RSA_2048".as_slice()))
+        .find(|o| {
+            o.class == ck::CKO_PUBLIC_KEY
+                && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-RSA_2048".as_slice())
+        })
         .expect("import public key");
     let pubkey: Arc<Key> = ik_pub.key().expect("key");
-    let oaep = MechParam::Oaep { hash: ck::CKM_SHA256, mgf: ck::CKG_MGF1_SHA256, source: ck::CKZ_DATA_SPECIFIED, source_data: vec![] };
+    let oaep = MechParam::Oaep {
+        hash: ck::CKM_SHA256,
+        mgf: ck::CKG_MGF1_SHA256,
+        source: ck::CKZ_DATA_SPECIFIED,
+        source_data: vec![],
+    };
     let wrap = |m: &[u8]| {
-        token.registry.get(ck::CKM_RSA_PKCS_OAEP).expect("oaep").encrypt_init(&pubkey, &oaep).expect("init").oneshot(m).expect("enc")
+        token
+            .registry
+            .get(ck::CKM_RSA_PKCS_OAEP)
+            .expect("oaep")
+            .encrypt_init(&pubkey, &oaep)
+            .expect("init")
+            .oneshot(m)
+            .expect("enc")
     };
     let material = [0x42u8; 32];
     // Wrong length, then the right material; a token works once.
-    let short = f.admin(C::Import { key: "byok".into(), import_token: p.import_token.clone(), material: wrap(&[1; 16]), expires_unix: None });
-    assert!(matches!(short, AdminReply::Failed { rv: ck::CKR_WRAPPED_KEY_LEN_RANGE, .. }), "{short:?}");
-    let reused = f.admin(C::Import { key: "byok".into(), import_token: p.import_token.clone(), material: wrap(&material), expires_unix: None });
-    assert!(matches!(reused, AdminReply::Failed { rv: ck::CKR_ARGUMENTS_BAD, .. }), "{reused:?}");
+    let short = f.admin(C::Import {
+        key: "byok".into(),
+        import_token: p.import_token.clone(),
+        material: wrap(&[1; 16]),
+        expires_unix: None,
+    });
+    assert!(
+        matches!(
+            short,
+            AdminReply::Failed {
+                rv: ck::CKR_WRAPPED_KEY_LEN_RANGE,
+                ..
+            }
+        ),
+        "{short:?}"
+    );
+    let reused = f.admin(C::Import {
+        key: "byok".into(),
+        import_token: p.import_token.clone(),
+        material: wrap(&material),
+        expires_unix: None,
+    });
+    assert!(
+        matches!(
+            reused,
+            AdminReply::Failed {
+                rv: ck::CKR_ARGUMENTS_BAD,
+                ..
+            }
+        ),
+        "{reused:?}"
+    );
     let p = params(&f);
-    let garbage = f.admin(C::Import { key: "byok".into(), import_token: p.import_token.clone(), material: vec![7; 256], expires_unix: None });
-    assert!(matches!(garbage, AdminReply::Failed { rv: ck::CKR_WRAPPED_KEY_INVALID, .. }), "{garbage:?}");
+    let garbage = f.admin(C::Import {
+        key: "byok".into(),
+        import_token: p.import_token.clone(),
+        material: vec![7; 256],
+        expires_unix: None,
+    });
+    assert!(
+        matches!(
+            garbage,
+            AdminReply::Failed {
+                rv: ck::CKR_WRAPPED_KEY_INVALID,
+                ..
+            }
+        ),
+        "{garbage:?}"
+    );
     let p = params(&f);
     let done = f.key(C::Import {
         key: "byok".into(),
@@ -270,7 +549,10 @@ fn import_of_key_material() {
     });
     assert_eq!(done.state, "Enabled");
     assert_eq!(f.attr(h, ck::CKA_LOCAL), AttrResult::Value(vec![0]));
-    assert_eq!(f.attr(h, vendor::CKA_P11KMS_ORIGIN), AttrResult::Value(vendor::CKV_P11KMS_ORIGIN_EXTERNAL.to_le_bytes().to_vec()));
+    assert_eq!(
+        f.attr(h, vendor::CKA_P11KMS_ORIGIN),
+        AttrResult::Value(vendor::CKV_P11KMS_ORIGIN_EXTERNAL.to_le_bytes().to_vec())
+    );
     // The imported material is what encrypts: compare with a known AES-256 result.
     let ct = f.encrypt(h, ecb(), &[0; 16]).expect("encrypt");
     let created = f.call(R::CreateObject {
@@ -281,23 +563,57 @@ fn import_of_key_material() {
             Attribute::new(ck::CKA_VALUE, material.to_vec()),
         ],
     });
-    let Response::Handle(same) = created else { panic!("{created:?}") };
+    let Response::Handle(same) = created else {
+        panic!("{created:?}")
+    };
     assert_eq!(f.encrypt(same, ecb(), &[0; 16]).expect("encrypt"), ct);
-    assert_eq!(f.fails(C::KeyRotate { key: "byok".into() }), ck::CKR_ACTION_PROHIBITED);
+    assert_eq!(
+        f.fails(C::KeyRotate { key: "byok".into() }),
+        ck::CKR_ACTION_PROHIBITED
+    );
     // Expiry: the material goes, the key waits for a new import.
     super::sweep::sweep_instance(&f.d.instances[0], super::now() + 7200).expect("sweep");
-    assert_eq!(f.key(C::KeyDescribe { key: "byok".into() }).state, "PendingImport");
-    assert_eq!(f.encrypt(h, ecb(), &[0; 16]), Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED));
+    assert_eq!(
+        f.key(C::KeyDescribe { key: "byok".into() }).state,
+        "PendingImport"
+    );
+    assert_eq!(
+        f.encrypt(h, ecb(), &[0; 16]),
+        Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
     // Re-import must bring the same material back.
     let p = params(&f);
-    let other = f.admin(C::Import { key: "byok".into(), import_token: p.import_token, material: wrap(&[0x43; 32]), expires_unix: None });
-    assert!(matches!(other, AdminReply::Failed { rv: ck::CKR_ARGUMENTS_BAD, .. }), "{other:?}");
+    let other = f.admin(C::Import {
+        key: "byok".into(),
+        import_token: p.import_token,
+        material: wrap(&[0x43; 32]),
+        expires_unix: None,
+    });
+    assert!(
+        matches!(
+            other,
+            AdminReply::Failed {
+                rv: ck::CKR_ARGUMENTS_BAD,
+                ..
+            }
+        ),
+        "{other:?}"
+    );
     let p = params(&f);
-    f.key(C::Import { key: "byok".into(), import_token: p.import_token, material: wrap(&material), expires_unix: None });
+    f.key(C::Import {
+        key: "byok".into(),
+        import_token: p.import_token,
+        material: wrap(&material),
+        expires_unix: None,
+    });
     assert_eq!(f.encrypt(h, ecb(), &[0; 16]).expect("encrypt"), ct);
     // Origin cannot be forged through PKCS#11.
     assert_eq!(
-        f.call(R::SetAttributeValue { session: f.s, object: h, template: vec![Attribute::bool(ck::CKA_LOCAL, true)] }),
+        f.call(R::SetAttributeValue {
+            session: f.s,
+            object: h,
+            template: vec![Attribute::bool(ck::CKA_LOCAL, true)]
+        }),
         Response::Error(ck::CKR_ATTRIBUTE_READ_ONLY)
     );
 }

@@ -22,7 +22,10 @@ pub struct Sealer {
 impl Sealer {
     pub fn new(master: MasterKey, instance: &str) -> Self {
         let aead = Aes256Gcm::new(master.bytes().into());
-        Sealer { aead, instance: instance.to_string() }
+        Sealer {
+            aead,
+            instance: instance.to_string(),
+        }
     }
 
     fn aad(&self, kind: RecordKind, id: u64) -> Vec<u8> {
@@ -37,11 +40,18 @@ impl Sealer {
 
     pub fn seal(&self, kind: RecordKind, id: u64, plain: &[u8]) -> Result<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
+        getrandom::fill(&mut nonce)
+            .map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
         let aad = self.aad(kind, id);
         let ct = self
             .aead
-            .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad: &aad })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| Error::general("record sealing failed"))?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
         out.push(VERSION);
@@ -52,7 +62,10 @@ impl Sealer {
 
     pub fn open(&self, kind: RecordKind, id: u64, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         if blob.len() < 1 + NONCE_LEN + 16 || blob[0] != VERSION {
-            return Err(Error::new(ck::CKR_DEVICE_ERROR, format!("record {kind:?}/{id} is malformed")));
+            return Err(Error::new(
+                ck::CKR_DEVICE_ERROR,
+                format!("record {kind:?}/{id} is malformed"),
+            ));
         }
         let aad = self.aad(kind, id);
         let plain = self
@@ -76,15 +89,30 @@ mod tests {
     fn seal_open_and_binding() {
         let s = Sealer::new(MasterKey::from_bytes([7; 32]), "default");
         let blob = s.seal(RecordKind::Object, 5, b"hello").expect("seal");
-        assert_eq!(&s.open(RecordKind::Object, 5, &blob).expect("open")[..], b"hello");
+        assert_eq!(
+            &s.open(RecordKind::Object, 5, &blob).expect("open")[..],
+            b"hello"
+        );
         assert!(s.open(RecordKind::Object, 6, &blob).is_err(), "id is bound");
-        assert!(s.open(RecordKind::Token, 5, &blob).is_err(), "kind is bound");
+        assert!(
+            s.open(RecordKind::Token, 5, &blob).is_err(),
+            "kind is bound"
+        );
         let other = Sealer::new(MasterKey::from_bytes([7; 32]), "other");
-        assert!(other.open(RecordKind::Object, 5, &blob).is_err(), "instance is bound");
+        assert!(
+            other.open(RecordKind::Object, 5, &blob).is_err(),
+            "instance is bound"
+        );
         let mut bad = blob.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(s.open(RecordKind::Object, 5, &bad).is_err(), "tampering detected");
-        assert!(!blob.windows(5).any(|w| w == b"hello"), "plaintext not visible");
+        assert!(
+            s.open(RecordKind::Object, 5, &bad).is_err(),
+            "tampering detected"
+        );
+        assert!(
+            !blob.windows(5).any(|w| w == b"hello"),
+            "plaintext not visible"
+        );
     }
 }

@@ -38,10 +38,15 @@ impl MasterKey {
                         path.display()
                     )));
                 }
-                let data = Zeroizing::new(fs::read(path).map_err(|e| err(format!("read {}: {e}", path.display())))?);
-                let key: [u8; 32] = data[..]
-                    .try_into()
-                    .map_err(|_| err(format!("master key file {} must hold exactly 32 bytes", path.display())))?;
+                let data = Zeroizing::new(
+                    fs::read(path).map_err(|e| err(format!("read {}: {e}", path.display())))?,
+                );
+                let key: [u8; 32] = data[..].try_into().map_err(|_| {
+                    err(format!(
+                        "master key file {} must hold exactly 32 bytes",
+                        path.display()
+                    ))
+                })?;
                 Ok(MasterKey::from_bytes(key))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -54,8 +59,11 @@ impl MasterKey {
                     .mode(0o600)
                     .open(&tmp)
                     .map_err(|e| err(format!("create {}: {e}", tmp.display())))?;
-                f.write_all(&key[..]).and_then(|_| f.sync_all()).map_err(|e| err(format!("write {}: {e}", tmp.display())))?;
-                fs::rename(&tmp, path).map_err(|e| err(format!("rename {}: {e}", path.display())))?;
+                f.write_all(&key[..])
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| err(format!("write {}: {e}", tmp.display())))?;
+                fs::rename(&tmp, path)
+                    .map_err(|e| err(format!("rename {}: {e}", path.display())))?;
                 if let Some(dir) = path.parent() {
                     if let Ok(d) = fs::File::open(dir) {
                         let _ = d.sync_all();
@@ -77,7 +85,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("default.key");
         let a = MasterKey::load_or_create(&p).expect("create");
-        assert_eq!(fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
         let b = MasterKey::load_or_create(&p).expect("load");
         assert_eq!(a.bytes(), b.bytes());
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).expect("chmod");

@@ -48,9 +48,16 @@ pub struct Row {
 #[derive(Debug, Clone)]
 pub enum Change {
     Put(Row),
-    Delete { instance: String, kind: RecordKind, id: u64 },
+    Delete {
+        instance: String,
+        kind: RecordKind,
+        id: u64,
+    },
     /// Remove every row of this kind for the instance (token re-init).
-    DeleteKind { instance: String, kind: RecordKind },
+    DeleteKind {
+        instance: String,
+        kind: RecordKind,
+    },
 }
 
 /// A row store. Implementations make each [`RawStore::apply`] durable and
@@ -72,12 +79,22 @@ pub struct SealedStore {
 }
 
 impl SealedStore {
-    pub fn new(raw: std::sync::Arc<std::sync::Mutex<Box<dyn RawStore>>>, master: MasterKey, instance: &str) -> Self {
-        SealedStore { raw, sealer: Sealer::new(master, instance), instance: instance.to_string() }
+    pub fn new(
+        raw: std::sync::Arc<std::sync::Mutex<Box<dyn RawStore>>>,
+        master: MasterKey,
+        instance: &str,
+    ) -> Self {
+        SealedStore {
+            raw,
+            sealer: Sealer::new(master, instance),
+            instance: instance.to_string(),
+        }
     }
 
     fn raw(&self) -> Result<std::sync::MutexGuard<'_, Box<dyn RawStore>>> {
-        self.raw.lock().map_err(|_| crate::error::Error::general("store lock poisoned"))
+        self.raw
+            .lock()
+            .map_err(|_| crate::error::Error::general("store lock poisoned"))
     }
 
     /// Load and open every record of this instance. A record that fails
@@ -96,7 +113,12 @@ impl SealedStore {
     /// Seal and write one record.
     pub fn put(&self, kind: RecordKind, id: u64, plain: &[u8]) -> Result<()> {
         let blob = self.sealer.seal(kind, id, plain)?;
-        self.raw()?.apply(&[Change::Put(Row { instance: self.instance.clone(), kind, id, blob })])
+        self.raw()?.apply(&[Change::Put(Row {
+            instance: self.instance.clone(),
+            kind,
+            id,
+            blob,
+        })])
     }
 
     /// Seal and apply several puts (`Some`) and deletes (`None`) in one
@@ -111,22 +133,38 @@ impl SealedStore {
                     id: *id,
                     blob: self.sealer.seal(*kind, *id, p)?,
                 }),
-                None => Change::Delete { instance: self.instance.clone(), kind: *kind, id: *id },
+                None => Change::Delete {
+                    instance: self.instance.clone(),
+                    kind: *kind,
+                    id: *id,
+                },
             });
         }
         self.raw()?.apply(&raw_changes)
     }
 
     pub fn delete(&self, kind: RecordKind, id: u64) -> Result<()> {
-        self.raw()?.apply(&[Change::Delete { instance: self.instance.clone(), kind, id }])
+        self.raw()?.apply(&[Change::Delete {
+            instance: self.instance.clone(),
+            kind,
+            id,
+        }])
     }
 
     /// Wipe all objects and write the new token record, atomically.
     pub fn reinit(&self, token_plain: &[u8]) -> Result<()> {
         let blob = self.sealer.seal(RecordKind::Token, 0, token_plain)?;
         self.raw()?.apply(&[
-            Change::DeleteKind { instance: self.instance.clone(), kind: RecordKind::Object },
-            Change::Put(Row { instance: self.instance.clone(), kind: RecordKind::Token, id: 0, blob }),
+            Change::DeleteKind {
+                instance: self.instance.clone(),
+                kind: RecordKind::Object,
+            },
+            Change::Put(Row {
+                instance: self.instance.clone(),
+                kind: RecordKind::Token,
+                id: 0,
+                blob,
+            }),
         ])
     }
 

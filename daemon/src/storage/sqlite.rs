@@ -20,9 +20,12 @@ fn db_err(e: rusqlite::Error) -> Error {
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(db_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS records (
                  instance TEXT NOT NULL,
@@ -41,17 +44,31 @@ impl RawStore for SqliteStore {
     fn load(&mut self, instance: &str) -> Result<Vec<Row>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT kind, id, blob FROM records WHERE instance = ?1 ORDER BY kind, id")
+            .prepare_cached(
+                "SELECT kind, id, blob FROM records WHERE instance = ?1 ORDER BY kind, id",
+            )
             .map_err(db_err)?;
         let rows = stmt
-            .query_map(params![instance], |r| Ok((r.get::<_, u8>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?)))
+            .query_map(params![instance], |r| {
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
             .map_err(db_err)?;
         let mut out = Vec::new();
         for row in rows {
             let (kind, id, blob) = row.map_err(db_err)?;
-            let kind = RecordKind::from_u8(kind)
-                .ok_or_else(|| Error::new(ck::CKR_DEVICE_ERROR, format!("unknown record kind {kind}")))?;
-            out.push(Row { instance: instance.to_string(), kind, id: id as u64, blob });
+            let kind = RecordKind::from_u8(kind).ok_or_else(|| {
+                Error::new(ck::CKR_DEVICE_ERROR, format!("unknown record kind {kind}"))
+            })?;
+            out.push(Row {
+                instance: instance.to_string(),
+                kind,
+                id: id as u64,
+                blob,
+            });
         }
         Ok(out)
     }
@@ -66,9 +83,11 @@ impl RawStore for SqliteStore {
                         .map_err(db_err)?;
                 }
                 Change::Delete { instance, kind, id } => {
-                    tx.prepare_cached("DELETE FROM records WHERE instance = ?1 AND kind = ?2 AND id = ?3")
-                        .and_then(|mut s| s.execute(params![instance, *kind as u8, *id as i64]))
-                        .map_err(db_err)?;
+                    tx.prepare_cached(
+                        "DELETE FROM records WHERE instance = ?1 AND kind = ?2 AND id = ?3",
+                    )
+                    .and_then(|mut s| s.execute(params![instance, *kind as u8, *id as i64]))
+                    .map_err(db_err)?;
                 }
                 Change::DeleteKind { instance, kind } => {
                     tx.prepare_cached("DELETE FROM records WHERE instance = ?1 AND kind = ?2")
@@ -82,7 +101,9 @@ impl RawStore for SqliteStore {
 
     fn max_id(&mut self) -> Result<u64> {
         self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM records", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM records", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|v| v as u64)
             .map_err(db_err)
     }
@@ -96,14 +117,33 @@ mod tests {
     fn put_load_delete() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = SqliteStore::open(&dir.path().join("db")).expect("open");
-        let row = |id| Row { instance: "a".into(), kind: RecordKind::Object, id, blob: vec![id as u8] };
-        s.apply(&[Change::Put(row(1)), Change::Put(row(2))]).expect("put");
-        s.apply(&[Change::Put(Row { instance: "b".into(), ..row(3) })]).expect("put");
+        let row = |id| Row {
+            instance: "a".into(),
+            kind: RecordKind::Object,
+            id,
+            blob: vec![id as u8],
+        };
+        s.apply(&[Change::Put(row(1)), Change::Put(row(2))])
+            .expect("put");
+        s.apply(&[Change::Put(Row {
+            instance: "b".into(),
+            ..row(3)
+        })])
+        .expect("put");
         assert_eq!(s.load("a").expect("load").len(), 2);
         assert_eq!(s.max_id().expect("max"), 3);
-        s.apply(&[Change::Delete { instance: "a".into(), kind: RecordKind::Object, id: 1 }]).expect("del");
+        s.apply(&[Change::Delete {
+            instance: "a".into(),
+            kind: RecordKind::Object,
+            id: 1,
+        }])
+        .expect("del");
         assert_eq!(s.load("a").expect("load").len(), 1);
-        s.apply(&[Change::DeleteKind { instance: "a".into(), kind: RecordKind::Object }]).expect("wipe");
+        s.apply(&[Change::DeleteKind {
+            instance: "a".into(),
+            kind: RecordKind::Object,
+        }])
+        .expect("wipe");
         assert!(s.load("a").expect("load").is_empty());
         assert_eq!(s.load("b").expect("load").len(), 1);
     }

@@ -71,8 +71,11 @@ pub const COMMON: &[Rule] = &[
 ];
 
 /// `CKO_DATA` (§4.5).
-pub const DATA: &[Rule] =
-    &[r(ck::CKA_APPLICATION, Bytes, 0), r(ck::CKA_OBJECT_ID, Bytes, 0), r(ck::CKA_VALUE, Bytes, 0)];
+pub const DATA: &[Rule] = &[
+    r(ck::CKA_APPLICATION, Bytes, 0),
+    r(ck::CKA_OBJECT_ID, Bytes, 0),
+    r(ck::CKA_VALUE, Bytes, 0),
+];
 
 /// Every certificate (§4.6.2).
 pub const CERTIFICATE: &[Rule] = &[
@@ -172,7 +175,11 @@ pub const RSA_PUBLIC: &[Rule] = &[
 pub const RSA_PRIVATE: &[Rule] = &[
     r(ck::CKA_MODULUS, Bytes, f::REQUIRED | f::FIXED),
     r(ck::CKA_PUBLIC_EXPONENT, Bytes, f::FIXED),
-    r(ck::CKA_PRIVATE_EXPONENT, Bytes, f::REQUIRED | f::FIXED | f::SECRET),
+    r(
+        ck::CKA_PRIVATE_EXPONENT,
+        Bytes,
+        f::REQUIRED | f::FIXED | f::SECRET,
+    ),
     r(ck::CKA_PRIME_1, Bytes, f::FIXED | f::SECRET),
     r(ck::CKA_PRIME_2, Bytes, f::FIXED | f::SECRET),
     r(ck::CKA_EXPONENT_1, Bytes, f::FIXED | f::SECRET),
@@ -181,15 +188,23 @@ pub const RSA_PRIVATE: &[Rule] = &[
 ];
 
 /// EC / Edwards / Montgomery key components (§6.3).
-pub const EC_PUBLIC: &[Rule] =
-    &[r(ck::CKA_EC_PARAMS, Bytes, f::REQUIRED | f::FIXED), r(ck::CKA_EC_POINT, Bytes, f::REQUIRED | f::FIXED)];
-pub const EC_PRIVATE: &[Rule] =
-    &[r(ck::CKA_EC_PARAMS, Bytes, f::REQUIRED | f::FIXED), r(ck::CKA_VALUE, Bytes, f::REQUIRED | f::FIXED | f::SECRET)];
+pub const EC_PUBLIC: &[Rule] = &[
+    r(ck::CKA_EC_PARAMS, Bytes, f::REQUIRED | f::FIXED),
+    r(ck::CKA_EC_POINT, Bytes, f::REQUIRED | f::FIXED),
+];
+pub const EC_PRIVATE: &[Rule] = &[
+    r(ck::CKA_EC_PARAMS, Bytes, f::REQUIRED | f::FIXED),
+    r(ck::CKA_VALUE, Bytes, f::REQUIRED | f::FIXED | f::SECRET),
+];
 
 /// The tables that apply to an object of `class` and `key_type`
 /// (`key_type` ignored for non-keys). `None` for a class p11kms does not
 /// store (`CKR_TEMPLATE_INCONSISTENT` / `CKR_ATTRIBUTE_VALUE_INVALID`).
-pub fn tables(class: u64, key_type: Option<u64>, cert_type: Option<u64>) -> Option<Vec<&'static [Rule]>> {
+pub fn tables(
+    class: u64,
+    key_type: Option<u64>,
+    cert_type: Option<u64>,
+) -> Option<Vec<&'static [Rule]>> {
     let mut t: Vec<&'static [Rule]> = vec![COMMON];
     match class {
         ck::CKO_DATA => t.push(DATA),
@@ -209,9 +224,10 @@ pub fn tables(class: u64, key_type: Option<u64>, cert_type: Option<u64>) -> Opti
             t.push(PUBLIC_KEY);
             match key_type {
                 Some(ck::CKK_RSA) => t.push(RSA_PUBLIC),
-                Some(ck::CKK_EC) | Some(ck::CKK_EC_EDWARDS) | Some(ck::CKK_EC_MONTGOMERY) | Some(vendor::CKK_SM2) => {
-                    t.push(EC_PUBLIC)
-                }
+                Some(ck::CKK_EC)
+                | Some(ck::CKK_EC_EDWARDS)
+                | Some(ck::CKK_EC_MONTGOMERY)
+                | Some(vendor::CKK_SM2) => t.push(EC_PUBLIC),
                 _ => {}
             }
         }
@@ -220,9 +236,10 @@ pub fn tables(class: u64, key_type: Option<u64>, cert_type: Option<u64>) -> Opti
             t.push(PRIVATE_KEY);
             match key_type {
                 Some(ck::CKK_RSA) => t.push(RSA_PRIVATE),
-                Some(ck::CKK_EC) | Some(ck::CKK_EC_EDWARDS) | Some(ck::CKK_EC_MONTGOMERY) | Some(vendor::CKK_SM2) => {
-                    t.push(EC_PRIVATE)
-                }
+                Some(ck::CKK_EC)
+                | Some(ck::CKK_EC_EDWARDS)
+                | Some(ck::CKK_EC_MONTGOMERY)
+                | Some(vendor::CKK_SM2) => t.push(EC_PRIVATE),
                 _ => {}
             }
         }
@@ -235,7 +252,10 @@ pub fn tables(class: u64, key_type: Option<u64>, cert_type: Option<u64>) -> Opti
 /// `CKA_VALUE` of a secret key overrides nothing, but the class-specific row
 /// wins over a common one).
 pub fn rule(tables: &[&'static [Rule]], ty: u64) -> Option<Rule> {
-    tables.iter().rev().find_map(|t| t.iter().find(|r| r.ty == ty).copied())
+    tables
+        .iter()
+        .rev()
+        .find_map(|t| t.iter().find(|r| r.ty == ty).copied())
 }
 
 /// Check a value's encoding against its kind.

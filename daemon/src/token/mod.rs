@@ -33,9 +33,10 @@ pub struct TokenState {
     pub serial: String,
 }
 
-/// Token objects with the indexes `C_FindObjects` uses.
+/// Objects with the indexes `C_FindObjects` uses (token objects of a
+/// token, and an application's session objects on one slot).
 #[derive(Default)]
-struct Objects {
+pub struct Objects {
     all: HashMap<u64, Arc<Object>>,
     by_label: HashMap<Vec<u8>, Vec<u64>>,
     by_id: HashMap<Vec<u8>, Vec<u64>>,
@@ -57,10 +58,68 @@ fn index_remove(map: &mut HashMap<Vec<u8>, Vec<u64>>, key: &[u8], id: u64) {
 }
 
 impl Objects {
-    fn insert(&mut self, o: Arc<Object>) {
+    pub fn get(&self, id: u64) -> Option<&Arc<Object>> {
+        self.all.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Objects matching `template`, using the label, key id, id or class
+    /// index when the template names one. Private objects only when
+    /// `user`. Sorted by handle.
+    pub fn find(&self, template: &[Attribute], user: bool) -> Vec<u64> {
+        let value = |ty| {
+            template
+                .iter()
+                .find(|a| a.ty == ty)
+                .map(|a| a.value.as_deref().unwrap_or_default())
+        };
+        let candidates: Box<dyn Iterator<Item = &u64>> = if let Some(l) = value(ck::CKA_LABEL) {
+            Box::new(self.by_label.get(l).into_iter().flatten())
+        } else if let Some(k) = value(vendor::CKA_P11KMS_KEY_ID) {
+            Box::new(self.by_key_id.get(k).into_iter().flatten())
+        } else if let Some(i) = value(ck::CKA_ID) {
+            Box::new(self.by_id.get(i).into_iter().flatten())
+        } else if let Some(c) = value(ck::CKA_CLASS).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+            Box::new(
+                self.by_class
+                    .get(&u64::from_le_bytes(c))
+                    .into_iter()
+                    .flatten(),
+            )
+        } else {
+            Box::new(self.all.keys())
+        };
+        let mut out: Vec<u64> = candidates
+            .filter_map(|id| self.all.get(id))
+            .filter(|o| (user || !o.private) && o.matches(template))
+            .map(|o| o.id)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Replace an object's attributes, keeping the indexes right.
+    pub fn update(&mut self, o: &Arc<Object>, attrs: Attrs) {
+        self.remove(o.id);
+        o.replace(attrs);
+        self.insert(o.clone());
+    }
+
+    pub fn insert(&mut self, o: Arc<Object>) {
         {
             let a = o.attrs();
-            index_add(&mut self.by_label, a.get(ck::CKA_LABEL).unwrap_or_default(), o.id);
+            index_add(
+                &mut self.by_label,
+                a.get(ck::CKA_LABEL).unwrap_or_default(),
+                o.id,
+            );
             index_add(&mut self.by_id, a.get(ck::CKA_ID).unwrap_or_default(), o.id);
             if let Some(k) = a.get(vendor::CKA_P11KMS_KEY_ID) {
                 index_add(&mut self.by_key_id, k, o.id);
@@ -70,11 +129,15 @@ impl Objects {
         self.all.insert(o.id, o);
     }
 
-    fn remove(&mut self, id: u64) -> Option<Arc<Object>> {
+    pub fn remove(&mut self, id: u64) -> Option<Arc<Object>> {
         let o = self.all.remove(&id)?;
         {
             let a = o.attrs();
-            index_remove(&mut self.by_label, a.get(ck::CKA_LABEL).unwrap_or_default(), id);
+            index_remove(
+                &mut self.by_label,
+                a.get(ck::CKA_LABEL).unwrap_or_default(),
+                id,
+            );
             index_remove(&mut self.by_id, a.get(ck::CKA_ID).unwrap_or_default(), id);
             if let Some(k) = a.get(vendor::CKA_P11KMS_KEY_ID) {
                 index_remove(&mut self.by_key_id, k, id);
@@ -144,19 +207,32 @@ impl Token {
             match kind {
                 RecordKind::Token => {
                     state = Some(postcard::from_bytes::<TokenState>(&plain).map_err(|e| {
-                        Error::new(ck::CKR_DEVICE_ERROR, format!("token record of {instance} is unreadable: {e}"))
+                        Error::new(
+                            ck::CKR_DEVICE_ERROR,
+                            format!("token record of {instance} is unreadable: {e}"),
+                        )
                     })?)
                 }
-                RecordKind::Object => objects.insert(Arc::new(Object::new(id, Attrs::from_bytes(&plain)?))),
+                RecordKind::Object => {
+                    objects.insert(Arc::new(Object::new(id, Attrs::from_bytes(&plain)?)))
+                }
             }
         }
         let state = match state {
             Some(s) => s,
             None => {
                 let mut serial = [0u8; 8];
-                getrandom::fill(&mut serial).map_err(|e| Error::general(format!("getrandom: {e}")))?;
-                let s = TokenState { serial: serial.iter().map(|b| format!("{b:02x}")).collect(), ..Default::default() };
-                store.put(RecordKind::Token, 0, &postcard::to_stdvec(&s).map_err(|e| Error::general(e.to_string()))?)?;
+                getrandom::fill(&mut serial)
+                    .map_err(|e| Error::general(format!("getrandom: {e}")))?;
+                let s = TokenState {
+                    serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+                    ..Default::default()
+                };
+                store.put(
+                    RecordKind::Token,
+                    0,
+                    &postcard::to_stdvec(&s).map_err(|e| Error::general(e.to_string()))?,
+                )?;
                 s
             }
         };
@@ -178,19 +254,26 @@ impl Token {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, TokenState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn objs(&self) -> std::sync::RwLockReadGuard<'_, Objects> {
-        self.objects.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.objects
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn objs_mut(&self) -> std::sync::RwLockWriteGuard<'_, Objects> {
-        self.objects.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.objects
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn save_state(&self, s: &TokenState) -> Result<()> {
-        let bytes = Zeroizing::new(postcard::to_stdvec(s).map_err(|e| Error::general(e.to_string()))?);
+        let bytes =
+            Zeroizing::new(postcard::to_stdvec(s).map_err(|e| Error::general(e.to_string()))?);
         self.store.put(RecordKind::Token, 0, &bytes)
     }
 
@@ -218,10 +301,16 @@ impl Token {
         }
         flags |= pin_flags(s.user_failures, self.max_pin_failures, false);
         flags |= pin_flags(s.so_failures, self.max_pin_failures, true);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         flags |= ck::CKF_CLOCK_ON_TOKEN;
         TokenInfo {
-            label: if s.initialized { s.label.clone() } else { String::new() },
+            label: if s.initialized {
+                s.label.clone()
+            } else {
+                String::new()
+            },
             manufacturer: "p11kms".into(),
             model: self.model.clone(),
             serial: s.serial.clone(),
@@ -246,8 +335,13 @@ impl Token {
     /// the right SO PIN) wipe every object of an initialized one.
     pub fn init(&self, so_pin: &[u8], label: &[u8]) -> Result<()> {
         pin::check_len(so_pin)?;
-        let label = String::from_utf8_lossy(label).trim_end_matches([' ', '\0']).to_string();
-        let _g = self.pin_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let label = String::from_utf8_lossy(label)
+            .trim_end_matches([' ', '\0'])
+            .to_string();
+        let _g = self
+            .pin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.state().clone();
         if current.initialized {
             self.verify_locked(User::So, so_pin, &current)?;
@@ -259,7 +353,8 @@ impl Token {
         next.user_pin = None;
         next.so_failures = 0;
         next.user_failures = 0;
-        let bytes = Zeroizing::new(postcard::to_stdvec(&next).map_err(|e| Error::general(e.to_string()))?);
+        let bytes =
+            Zeroizing::new(postcard::to_stdvec(&next).map_err(|e| Error::general(e.to_string()))?);
         // Wipe and re-key in one transaction, then drop the objects in memory.
         self.store.reinit(&bytes)?;
         *self.objs_mut() = Objects::default();
@@ -269,7 +364,10 @@ impl Token {
 
     /// Check a PIN, counting failures and locking at the limit.
     pub fn verify_pin(&self, user: User, pin: &[u8]) -> Result<()> {
-        let _g = self.pin_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = self
+            .pin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.state().clone();
         self.verify_locked(user, pin, &current)
     }
@@ -280,7 +378,10 @@ impl Token {
             User::User => (s.user_pin.as_ref(), s.user_failures),
         };
         let Some(hash) = hash else {
-            return Err(Error::new(ck::CKR_USER_PIN_NOT_INITIALIZED, "PIN not initialized"));
+            return Err(Error::new(
+                ck::CKR_USER_PIN_NOT_INITIALIZED,
+                "PIN not initialized",
+            ));
         };
         if self.max_pin_failures > 0 && failures >= self.max_pin_failures {
             return Err(Error::rv(ck::CKR_PIN_LOCKED));
@@ -305,7 +406,10 @@ impl Token {
                 User::User => next.user_failures,
             };
             if self.max_pin_failures > 0 && now >= self.max_pin_failures {
-                Err(Error::new(ck::CKR_PIN_LOCKED, "PIN locked after too many failures"))
+                Err(Error::new(
+                    ck::CKR_PIN_LOCKED,
+                    "PIN locked after too many failures",
+                ))
             } else {
                 Err(Error::rv(ck::CKR_PIN_INCORRECT))
             }
@@ -316,7 +420,10 @@ impl Token {
     pub fn set_user_pin(&self, new_pin: &[u8]) -> Result<()> {
         pin::check_len(new_pin)?;
         let hash = pin::hash(new_pin)?;
-        let _g = self.pin_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = self
+            .pin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = self.state().clone();
         next.user_pin = Some(hash);
         next.user_failures = 0;
@@ -329,7 +436,10 @@ impl Token {
     pub fn set_so_pin(&self, new_pin: &[u8]) -> Result<()> {
         pin::check_len(new_pin)?;
         let hash = pin::hash(new_pin)?;
-        let _g = self.pin_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _g = self
+            .pin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = self.state().clone();
         next.so_pin = Some(hash);
         next.so_failures = 0;
@@ -354,7 +464,8 @@ impl Token {
 
     /// Persist and apply new attributes for a token object.
     pub fn update_object(&self, o: &Arc<Object>, attrs: Attrs) -> Result<()> {
-        self.store.put(RecordKind::Object, o.id, &attrs.to_bytes()?)?;
+        self.store
+            .put(RecordKind::Object, o.id, &attrs.to_bytes()?)?;
         let mut objs = self.objs_mut();
         objs.remove(o.id);
         o.replace(attrs);
@@ -436,29 +547,9 @@ impl Token {
         self.objs().all.get(&id).cloned()
     }
 
-    /// Token objects matching `template`, using the label, id or class index
-    /// when the template names one. Private objects only when `user`.
+    /// Token objects matching `template` (see [`Objects::find`]).
     pub fn find(&self, template: &[Attribute], user: bool) -> Vec<u64> {
-        let objs = self.objs();
-        let value = |ty| template.iter().find(|a| a.ty == ty).map(|a| a.value.as_deref().unwrap_or_default());
-        let candidates: Box<dyn Iterator<Item = &u64>> = if let Some(l) = value(ck::CKA_LABEL) {
-            Box::new(objs.by_label.get(l).into_iter().flatten())
-        } else if let Some(k) = value(vendor::CKA_P11KMS_KEY_ID) {
-            Box::new(objs.by_key_id.get(k).into_iter().flatten())
-        } else if let Some(i) = value(ck::CKA_ID) {
-            Box::new(objs.by_id.get(i).into_iter().flatten())
-        } else if let Some(c) = value(ck::CKA_CLASS).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
-            Box::new(objs.by_class.get(&u64::from_le_bytes(c)).into_iter().flatten())
-        } else {
-            Box::new(objs.all.keys())
-        };
-        let mut out: Vec<u64> = candidates
-            .filter_map(|id| objs.all.get(id))
-            .filter(|o| (user || !o.private) && o.matches(template))
-            .map(|o| o.id)
-            .collect();
-        out.sort_unstable();
-        out
+        self.objs().find(template, user)
     }
 }
 
@@ -467,9 +558,17 @@ fn pin_flags(failures: u32, max: u32, so: bool) -> u64 {
         return 0;
     }
     let (low, last, locked) = if so {
-        (ck::CKF_SO_PIN_COUNT_LOW, ck::CKF_SO_PIN_FINAL_TRY, ck::CKF_SO_PIN_LOCKED)
+        (
+            ck::CKF_SO_PIN_COUNT_LOW,
+            ck::CKF_SO_PIN_FINAL_TRY,
+            ck::CKF_SO_PIN_LOCKED,
+        )
     } else {
-        (ck::CKF_USER_PIN_COUNT_LOW, ck::CKF_USER_PIN_FINAL_TRY, ck::CKF_USER_PIN_LOCKED)
+        (
+            ck::CKF_USER_PIN_COUNT_LOW,
+            ck::CKF_USER_PIN_FINAL_TRY,
+            ck::CKF_USER_PIN_LOCKED,
+        )
     };
     if failures >= max {
         locked
@@ -493,7 +592,12 @@ fn utc_time(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}00", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -510,7 +614,10 @@ mod tests {
     fn pin_flag_progression() {
         assert_eq!(pin_flags(0, 3, false), 0);
         assert_eq!(pin_flags(1, 3, false), ck::CKF_USER_PIN_COUNT_LOW);
-        assert_eq!(pin_flags(2, 3, false), ck::CKF_USER_PIN_COUNT_LOW | ck::CKF_USER_PIN_FINAL_TRY);
+        assert_eq!(
+            pin_flags(2, 3, false),
+            ck::CKF_USER_PIN_COUNT_LOW | ck::CKF_USER_PIN_FINAL_TRY
+        );
         assert_eq!(pin_flags(3, 3, true), ck::CKF_SO_PIN_LOCKED);
     }
 }

@@ -83,7 +83,9 @@ impl Attrs {
         matches!(self.get(ty), Some([b]) if *b != 0)
     }
     pub fn ulong(&self, ty: u64) -> Option<u64> {
-        self.get(ty).and_then(|v| v.try_into().ok()).map(u64::from_le_bytes)
+        self.get(ty)
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_le_bytes)
     }
     /// Rebuild the value buffer with `ty` replaced (or removed when
     /// `value` is `None`); the old buffer is zeroized.
@@ -105,7 +107,12 @@ impl Attrs {
                 }
                 placed = true;
             }
-            push(t, &self.data[off as usize..(off + len) as usize], &mut index, &mut data);
+            push(
+                t,
+                &self.data[off as usize..(off + len) as usize],
+                &mut index,
+                &mut data,
+            );
         }
         if !placed {
             if let Some(v) = value {
@@ -147,7 +154,9 @@ impl Attrs {
     }
     /// `(type, value)` pairs in type order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.index.iter().map(|&(t, off, len)| (t, &self.data[off as usize..(off + len) as usize]))
+        self.index
+            .iter()
+            .map(|&(t, off, len)| (t, &self.data[off as usize..(off + len) as usize]))
     }
     /// Shrink the buffers to fit (objects kept for the daemon's lifetime).
     pub fn compact(&mut self) {
@@ -161,17 +170,24 @@ impl Attrs {
         self.ulong(ck::CKA_KEY_TYPE)
     }
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>> {
-        postcard::to_stdvec(self).map(Zeroizing::new).map_err(|e| Error::general(format!("encode object: {e}")))
+        postcard::to_stdvec(self)
+            .map(Zeroizing::new)
+            .map_err(|e| Error::general(format!("encode object: {e}")))
     }
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
-        postcard::from_bytes(b).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("decode object: {e}")))
+        postcard::from_bytes(b)
+            .map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("decode object: {e}")))
     }
     /// Approximate size in bytes (`C_GetObjectSize`).
     pub fn size(&self) -> u64 {
         self.iter().map(|(_, v)| 16 + v.len() as u64).sum()
     }
     fn tables(&self) -> Option<Vec<&'static [Rule]>> {
-        attrs::tables(self.class(), self.key_type(), self.ulong(ck::CKA_CERTIFICATE_TYPE))
+        attrs::tables(
+            self.class(),
+            self.key_type(),
+            self.ulong(ck::CKA_CERTIFICATE_TYPE),
+        )
     }
 }
 
@@ -211,7 +227,9 @@ fn read_ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>> {
             .unwrap_or_default()
             .try_into()
             .map(|b| Some(u64::from_le_bytes(b)))
-            .map_err(|_| Error::attribute_value_invalid(format!("attribute 0x{ty:x} must be a CK_ULONG"))),
+            .map_err(|_| {
+                Error::attribute_value_invalid(format!("attribute 0x{ty:x} must be a CK_ULONG"))
+            }),
     }
 }
 
@@ -239,56 +257,101 @@ pub fn build(
 ) -> Result<Attrs> {
     let t_class = read_ulong(template, ck::CKA_CLASS)?;
     let class = match (class, t_class) {
-        (Some(c), Some(t)) if c != t => return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_CLASS disagrees")),
+        (Some(c), Some(t)) if c != t => {
+            return Err(Error::new(
+                ck::CKR_TEMPLATE_INCONSISTENT,
+                "CKA_CLASS disagrees",
+            ))
+        }
         (Some(c), _) | (None, Some(c)) => c,
         (None, None) => return Err(Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS missing")),
     };
     let t_kt = read_ulong(template, ck::CKA_KEY_TYPE)?;
     let key_type = match (key_type, t_kt) {
         (Some(k), Some(t)) if k != t => {
-            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_KEY_TYPE disagrees with the mechanism"))
+            return Err(Error::new(
+                ck::CKR_TEMPLATE_INCONSISTENT,
+                "CKA_KEY_TYPE disagrees with the mechanism",
+            ))
         }
         (Some(k), _) | (None, Some(k)) => Some(k),
         (None, None) => None,
     };
     let cert_type = read_ulong(template, ck::CKA_CERTIFICATE_TYPE)?;
-    let is_key = matches!(class, ck::CKO_SECRET_KEY | ck::CKO_PUBLIC_KEY | ck::CKO_PRIVATE_KEY);
+    let is_key = matches!(
+        class,
+        ck::CKO_SECRET_KEY | ck::CKO_PUBLIC_KEY | ck::CKO_PRIVATE_KEY
+    );
     if is_key && key_type.is_none() {
-        return Err(Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing"));
+        return Err(Error::new(
+            ck::CKR_TEMPLATE_INCOMPLETE,
+            "CKA_KEY_TYPE missing",
+        ));
     }
     let tables = attrs::tables(class, key_type, cert_type).ok_or_else(|| {
-        Error::new(ck::CKR_TEMPLATE_INCONSISTENT, format!("objects of class 0x{class:x} (certificate type {cert_type:?}) are not supported"))
+        Error::new(
+            ck::CKR_TEMPLATE_INCONSISTENT,
+            format!(
+                "objects of class 0x{class:x} (certificate type {cert_type:?}) are not supported"
+            ),
+        )
     })?;
     // Key classes this build cannot use yet are refused rather than stored
     // unusable.
     if class == ck::CKO_SECRET_KEY && !secret_key_type_supported(key_type.unwrap_or(u64::MAX)) {
-        return Err(Error::attribute_value_invalid(format!("secret key type 0x{:x} is not supported", key_type.unwrap_or(0))));
+        return Err(Error::attribute_value_invalid(format!(
+            "secret key type 0x{:x} is not supported",
+            key_type.unwrap_or(0)
+        )));
     }
     let mut a = Attrs::default();
     for attr in template {
         let rule = attrs::rule(&tables, attr.ty).ok_or_else(|| {
-            Error::new(ck::CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{:x} is not valid for class 0x{class:x}", attr.ty))
+            Error::new(
+                ck::CKR_ATTRIBUTE_TYPE_INVALID,
+                format!(
+                    "attribute 0x{:x} is not valid for class 0x{class:x}",
+                    attr.ty
+                ),
+            )
         })?;
         // A NULL pValue with length 0 is an empty value in a template.
         let v = attr.value.as_deref().unwrap_or_default();
         if !attrs::valid_encoding(rule.kind, v) {
-            return Err(Error::attribute_value_invalid(format!("attribute 0x{:x} is badly encoded", attr.ty)));
+            return Err(Error::attribute_value_invalid(format!(
+                "attribute 0x{:x} is badly encoded",
+                attr.ty
+            )));
         }
         if rule.flags & f::TOKEN_ONLY != 0 {
-            return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} is set by the token", attr.ty)));
+            return Err(Error::new(
+                ck::CKR_ATTRIBUTE_READ_ONLY,
+                format!("attribute 0x{:x} is set by the token", attr.ty),
+            ));
         }
         if rule.flags & f::NOT_ON_CREATE != 0 && origin == Origin::Create {
-            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, format!("attribute 0x{:x} is not allowed here", attr.ty)));
+            return Err(Error::new(
+                ck::CKR_TEMPLATE_INCONSISTENT,
+                format!("attribute 0x{:x} is not allowed here", attr.ty),
+            ));
         }
         if attr.ty == ck::CKA_VALUE && is_key && origin != Origin::Create {
-            return Err(Error::new(ck::CKR_TEMPLATE_INCONSISTENT, "CKA_VALUE is made by the token here"));
+            return Err(Error::new(
+                ck::CKR_TEMPLATE_INCONSISTENT,
+                "CKA_VALUE is made by the token here",
+            ));
         }
         let v = normalize(&rule, v);
         if rule.flags & f::SO_ONLY_TRUE != 0 && v == [1] && actor != Actor::So {
-            return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, "only the SO may set CKA_TRUSTED"));
+            return Err(Error::new(
+                ck::CKR_ATTRIBUTE_READ_ONLY,
+                "only the SO may set CKA_TRUSTED",
+            ));
         }
         if attr.ty == ck::CKA_ALWAYS_AUTHENTICATE && v == [1] {
-            return Err(Error::attribute_value_invalid("CKA_ALWAYS_AUTHENTICATE is not supported"));
+            return Err(Error::attribute_value_invalid(
+                "CKA_ALWAYS_AUTHENTICATE is not supported",
+            ));
         }
         a.set(attr.ty, v);
     }
@@ -300,7 +363,10 @@ pub fn build(
         for t in &tables {
             for r in t.iter() {
                 if r.flags & f::REQUIRED != 0 && !a.has(r.ty) {
-                    return Err(Error::new(ck::CKR_TEMPLATE_INCOMPLETE, format!("attribute 0x{:x} is required", r.ty)));
+                    return Err(Error::new(
+                        ck::CKR_TEMPLATE_INCOMPLETE,
+                        format!("attribute 0x{:x} is required", r.ty),
+                    ));
                 }
             }
         }
@@ -321,7 +387,10 @@ pub fn build(
             a.set_default(ck::CKA_VALUE, vec![]);
         }
         ck::CKO_CERTIFICATE => {
-            a.set_default(ck::CKA_CERTIFICATE_TYPE, ck::CKC_X_509.to_le_bytes().to_vec());
+            a.set_default(
+                ck::CKA_CERTIFICATE_TYPE,
+                ck::CKC_X_509.to_le_bytes().to_vec(),
+            );
             a.set_default(ck::CKA_TRUSTED, vec![0]);
             a.set_default(ck::CKA_CERTIFICATE_CATEGORY, 0u64.to_le_bytes().to_vec());
             a.set_default(ck::CKA_CHECK_VALUE, vec![]);
@@ -334,8 +403,14 @@ pub fn build(
             a.set_default(ck::CKA_URL, vec![]);
             a.set_default(ck::CKA_HASH_OF_SUBJECT_PUBLIC_KEY, vec![]);
             a.set_default(ck::CKA_HASH_OF_ISSUER_PUBLIC_KEY, vec![]);
-            a.set_default(ck::CKA_JAVA_MIDP_SECURITY_DOMAIN, 0u64.to_le_bytes().to_vec());
-            a.set_default(ck::CKA_NAME_HASH_ALGORITHM, ck::CKM_SHA_1.to_le_bytes().to_vec());
+            a.set_default(
+                ck::CKA_JAVA_MIDP_SECURITY_DOMAIN,
+                0u64.to_le_bytes().to_vec(),
+            );
+            a.set_default(
+                ck::CKA_NAME_HASH_ALGORITHM,
+                ck::CKM_SHA_1.to_le_bytes().to_vec(),
+            );
         }
         _ => {
             a.set_default(ck::CKA_ID, vec![]);
@@ -345,7 +420,14 @@ pub fn build(
             a.set_default(ck::CKA_ALLOWED_MECHANISMS, vec![]);
             let usage_default = vec![1];
             let usage: &[u64] = match class {
-                ck::CKO_SECRET_KEY => &[ck::CKA_ENCRYPT, ck::CKA_DECRYPT, ck::CKA_SIGN, ck::CKA_VERIFY, ck::CKA_WRAP, ck::CKA_UNWRAP],
+                ck::CKO_SECRET_KEY => &[
+                    ck::CKA_ENCRYPT,
+                    ck::CKA_DECRYPT,
+                    ck::CKA_SIGN,
+                    ck::CKA_VERIFY,
+                    ck::CKA_WRAP,
+                    ck::CKA_UNWRAP,
+                ],
                 ck::CKO_PUBLIC_KEY => &[ck::CKA_ENCRYPT, ck::CKA_VERIFY, ck::CKA_WRAP],
                 _ => &[ck::CKA_DECRYPT, ck::CKA_SIGN, ck::CKA_UNWRAP],
             };
@@ -402,7 +484,9 @@ pub fn check_secret_value(key_type: u64, len: usize) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::attribute_value_invalid(format!("a key of type 0x{key_type:x} cannot be {len} bytes long")))
+        Err(Error::attribute_value_invalid(format!(
+            "a key of type 0x{key_type:x} cannot be {len} bytes long"
+        )))
     }
 }
 
@@ -413,7 +497,10 @@ pub fn finish_key(a: &mut Attrs, origin: Origin, gen_mech: Option<u64>, key_id: 
     let local = origin == Origin::Generate;
     let class = a.class();
     a.set_bool(ck::CKA_LOCAL, local);
-    a.set_ulong(ck::CKA_KEY_GEN_MECHANISM, gen_mech.unwrap_or(ck::CK_UNAVAILABLE_INFORMATION));
+    a.set_ulong(
+        ck::CKA_KEY_GEN_MECHANISM,
+        gen_mech.unwrap_or(ck::CK_UNAVAILABLE_INFORMATION),
+    );
     if class != ck::CKO_PUBLIC_KEY {
         let sensitive = a.bool(ck::CKA_SENSITIVE);
         let extractable = a.bool(ck::CKA_EXTRACTABLE);
@@ -427,9 +514,16 @@ pub fn finish_key(a: &mut Attrs, origin: Origin, gen_mech: Option<u64>, key_id: 
     }
     a.set_ulong(
         vendor::CKA_P11KMS_ORIGIN,
-        if local { vendor::CKV_P11KMS_ORIGIN_KMS } else { vendor::CKV_P11KMS_ORIGIN_EXTERNAL },
+        if local {
+            vendor::CKV_P11KMS_ORIGIN_KMS
+        } else {
+            vendor::CKV_P11KMS_ORIGIN_EXTERNAL
+        },
     );
-    a.set_ulong(vendor::CKA_P11KMS_KEY_STATE, vendor::CKV_P11KMS_STATE_ENABLED);
+    a.set_ulong(
+        vendor::CKA_P11KMS_KEY_STATE,
+        vendor::CKV_P11KMS_STATE_ENABLED,
+    );
     a.set_ulong(vendor::CKA_P11KMS_KEY_VERSION, 1);
     a.set_bool(vendor::CKA_P11KMS_DEFAULT_KEY, false);
     a.set_bool(vendor::CKA_P11KMS_SERVICE_KEY, false);
@@ -465,9 +559,15 @@ fn aes_kcv(key: &[u8]) -> Vec<u8> {
     use aes::cipher::{BlockCipherEncrypt, KeyInit};
     let mut block = aes::Block::default();
     match key.len() {
-        16 => aes::Aes128::new_from_slice(key).map(|c| c.encrypt_block(&mut block)).ok(),
-        24 => aes::Aes192::new_from_slice(key).map(|c| c.encrypt_block(&mut block)).ok(),
-        32 => aes::Aes256::new_from_slice(key).map(|c| c.encrypt_block(&mut block)).ok(),
+        16 => aes::Aes128::new_from_slice(key)
+            .map(|c| c.encrypt_block(&mut block))
+            .ok(),
+        24 => aes::Aes192::new_from_slice(key)
+            .map(|c| c.encrypt_block(&mut block))
+            .ok(),
+        32 => aes::Aes256::new_from_slice(key)
+            .map(|c| c.encrypt_block(&mut block))
+            .ok(),
         _ => None,
     };
     block[..3].to_vec()
@@ -500,27 +600,41 @@ impl Object {
 
     /// Read access to the attributes.
     pub fn attrs(&self) -> std::sync::RwLockReadGuard<'_, Attrs> {
-        self.attrs.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.attrs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn attrs_mut(&self) -> std::sync::RwLockWriteGuard<'_, Attrs> {
-        self.attrs.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.attrs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn is_key(&self) -> bool {
-        matches!(self.class, ck::CKO_SECRET_KEY | ck::CKO_PUBLIC_KEY | ck::CKO_PRIVATE_KEY)
+        matches!(
+            self.class,
+            ck::CKO_SECRET_KEY | ck::CKO_PUBLIC_KEY | ck::CKO_PRIVATE_KEY
+        )
     }
 
     /// Key material for mechanisms, built once.
     pub fn key(&self) -> Result<Arc<Key>> {
-        if let Some(k) = self.key.read().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+        if let Some(k) = self
+            .key
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
             return Ok(k.clone());
         }
         if !self.is_key() {
             return Err(Error::rv(ck::CKR_KEY_HANDLE_INVALID));
         }
         let a = self.attrs();
-        let kt = a.key_type().ok_or_else(|| Error::general("key without CKA_KEY_TYPE"))?;
+        let kt = a
+            .key_type()
+            .ok_or_else(|| Error::general("key without CKA_KEY_TYPE"))?;
         let value = match self.class {
             ck::CKO_SECRET_KEY => a.get(ck::CKA_VALUE).unwrap_or_default().to_vec(),
             _ => a.get(INTERNAL_DER).unwrap_or_default().to_vec(),
@@ -528,7 +642,10 @@ impl Object {
         let k = Arc::new(Key::new(self.class, kt, Zeroizing::new(value)));
         // Still holding the attribute lock: a concurrent replace() cannot
         // slip in between reading the value and caching its expansion.
-        *self.key.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(k.clone());
+        *self
+            .key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(k.clone());
         Ok(k)
     }
 
@@ -538,9 +655,15 @@ impl Object {
         if is_internal(ty) {
             return AttrResult::Invalid;
         }
-        let Some(tables) = a.tables() else { return AttrResult::Invalid };
-        let Some(rule) = attrs::rule(&tables, ty) else { return AttrResult::Invalid };
-        if rule.flags & f::SECRET != 0 && (a.bool(ck::CKA_SENSITIVE) || !a.bool(ck::CKA_EXTRACTABLE)) {
+        let Some(tables) = a.tables() else {
+            return AttrResult::Invalid;
+        };
+        let Some(rule) = attrs::rule(&tables, ty) else {
+            return AttrResult::Invalid;
+        };
+        if rule.flags & f::SECRET != 0
+            && (a.bool(ck::CKA_SENSITIVE) || !a.bool(ck::CKA_EXTRACTABLE))
+        {
             return AttrResult::Sensitive;
         }
         match a.get(ty) {
@@ -554,47 +677,84 @@ impl Object {
     /// it and swaps it in.
     pub fn updated(&self, template: &[Attribute], actor: Actor, copy: bool) -> Result<Attrs> {
         let mut a = self.attrs().clone();
-        let tables = a.tables().ok_or_else(|| Error::general("object of unknown class"))?;
+        let tables = a
+            .tables()
+            .ok_or_else(|| Error::general("object of unknown class"))?;
         if !copy && !a.bool(ck::CKA_MODIFIABLE) {
-            return Err(Error::new(ck::CKR_ACTION_PROHIBITED, "object is not modifiable"));
+            return Err(Error::new(
+                ck::CKR_ACTION_PROHIBITED,
+                "object is not modifiable",
+            ));
         }
         for attr in template {
-            let rule = attrs::rule(&tables, attr.ty)
-                .ok_or_else(|| Error::new(ck::CKR_ATTRIBUTE_TYPE_INVALID, format!("attribute 0x{:x} is not valid here", attr.ty)))?;
+            let rule = attrs::rule(&tables, attr.ty).ok_or_else(|| {
+                Error::new(
+                    ck::CKR_ATTRIBUTE_TYPE_INVALID,
+                    format!("attribute 0x{:x} is not valid here", attr.ty),
+                )
+            })?;
             let v = attr.value.as_deref().unwrap_or_default();
             if !attrs::valid_encoding(rule.kind, v) {
-                return Err(Error::attribute_value_invalid(format!("attribute 0x{:x} is badly encoded", attr.ty)));
+                return Err(Error::attribute_value_invalid(format!(
+                    "attribute 0x{:x} is badly encoded",
+                    attr.ty
+                )));
             }
             let v = normalize(&rule, v);
             let cur = a.get(attr.ty).map(<[u8]>::to_vec);
-            let copy_settable = copy && matches!(attr.ty, ck::CKA_TOKEN | ck::CKA_PRIVATE | ck::CKA_MODIFIABLE);
+            let copy_settable = copy
+                && matches!(
+                    attr.ty,
+                    ck::CKA_TOKEN | ck::CKA_PRIVATE | ck::CKA_MODIFIABLE
+                );
             if rule.flags & f::TOKEN_ONLY != 0 {
                 // Computed by the token (CKA_LOCAL, origin, ...): never
                 // settable, not even to the value it already has.
-                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} is set by the token", attr.ty)));
+                return Err(Error::new(
+                    ck::CKR_ATTRIBUTE_READ_ONLY,
+                    format!("attribute 0x{:x} is set by the token", attr.ty),
+                ));
             }
             if rule.flags & f::FIXED != 0 && !copy_settable {
                 if cur.as_deref() == Some(v.as_slice()) {
                     continue;
                 }
-                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} cannot be changed", attr.ty)));
+                return Err(Error::new(
+                    ck::CKR_ATTRIBUTE_READ_ONLY,
+                    format!("attribute 0x{:x} cannot be changed", attr.ty),
+                ));
             }
             if attr.ty == ck::CKA_MODIFIABLE && v == [1] && !a.bool(ck::CKA_MODIFIABLE) {
-                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, "CKA_MODIFIABLE cannot become TRUE"));
+                return Err(Error::new(
+                    ck::CKR_ATTRIBUTE_READ_ONLY,
+                    "CKA_MODIFIABLE cannot become TRUE",
+                ));
             }
             if rule.flags & f::ONLY_TO_TRUE != 0 && v == [0] && cur.as_deref() == Some(&[1]) {
-                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} can only become TRUE", attr.ty)));
+                return Err(Error::new(
+                    ck::CKR_ATTRIBUTE_READ_ONLY,
+                    format!("attribute 0x{:x} can only become TRUE", attr.ty),
+                ));
             }
             if rule.flags & f::ONLY_TO_FALSE != 0 && v == [1] && cur.as_deref() == Some(&[0]) {
-                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, format!("attribute 0x{:x} can only become FALSE", attr.ty)));
+                return Err(Error::new(
+                    ck::CKR_ATTRIBUTE_READ_ONLY,
+                    format!("attribute 0x{:x} can only become FALSE", attr.ty),
+                ));
             }
             if rule.flags & f::SO_ONLY_TRUE != 0 && v == [1] && actor != Actor::So {
-                return Err(Error::new(ck::CKR_ATTRIBUTE_READ_ONLY, "only the SO may set this attribute to TRUE"));
+                return Err(Error::new(
+                    ck::CKR_ATTRIBUTE_READ_ONLY,
+                    "only the SO may set this attribute to TRUE",
+                ));
             }
             a.set(attr.ty, v);
         }
         if copy {
-            a.set(ck::CKA_UNIQUE_ID, uuid::Uuid::new_v4().to_string().into_bytes());
+            a.set(
+                ck::CKA_UNIQUE_ID,
+                uuid::Uuid::new_v4().to_string().into_bytes(),
+            );
         }
         Ok(a)
     }
@@ -602,7 +762,10 @@ impl Object {
     /// Replace the attributes (after a successful store write).
     pub fn replace(&self, attrs: Attrs) {
         let mut a = self.attrs_mut();
-        *self.key.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self
+            .key
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         *a = attrs;
     }
 
@@ -615,7 +778,9 @@ impl Object {
             }
             let want = t.value.as_deref().unwrap_or_default();
             match a.get(t.ty) {
-                Some(have) if have.len() == 1 && want.len() == 1 => (have[0] != 0) == (want[0] != 0),
+                Some(have) if have.len() == 1 && want.len() == 1 => {
+                    (have[0] != 0) == (want[0] != 0)
+                }
                 Some(have) => {
                     let secret = a
                         .tables()
@@ -670,7 +835,8 @@ mod tests {
         let bytes = a.to_bytes().expect("encode");
         let plain: Vec<(u64, Vec<u8>)> = postcard::from_bytes(&bytes).expect("decode as pairs");
         assert_eq!(plain[0], (1, b"uno!!".to_vec()));
-        let back = Attrs::from_bytes(&postcard::to_stdvec(&plain).expect("encode")).expect("decode");
+        let back =
+            Attrs::from_bytes(&postcard::to_stdvec(&plain).expect("encode")).expect("decode");
         assert_eq!(back.get(9), a.get(9));
         assert_eq!(back.iter().count(), 3);
     }

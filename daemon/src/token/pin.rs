@@ -13,7 +13,8 @@ pub const MAX_PIN_LEN: usize = 255;
 
 /// Argon2id with 19 MiB, 2 passes, 1 lane (OWASP's minimum recommendation).
 fn hasher() -> Result<Argon2<'static>> {
-    let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| Error::general(format!("argon2 params: {e}")))?;
+    let params = Params::new(19 * 1024, 2, 1, None)
+        .map_err(|e| Error::general(format!("argon2 params: {e}")))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -21,7 +22,10 @@ pub fn check_len(pin: &[u8]) -> Result<()> {
     if (MIN_PIN_LEN..=MAX_PIN_LEN).contains(&pin.len()) {
         Ok(())
     } else {
-        Err(Error::new(ck::CKR_PIN_LEN_RANGE, format!("PIN must be {MIN_PIN_LEN}..{MAX_PIN_LEN} bytes")))
+        Err(Error::new(
+            ck::CKR_PIN_LEN_RANGE,
+            format!("PIN must be {MIN_PIN_LEN}..{MAX_PIN_LEN} bytes"),
+        ))
     }
 }
 
@@ -35,8 +39,12 @@ pub fn hash(pin: &[u8]) -> Result<String> {
 }
 
 pub fn verify(phc: &str, pin: &[u8]) -> bool {
-    let Ok(parsed) = PasswordHash::new(phc) else { return false };
-    hasher().map(|h| h.verify_password(pin, &parsed).is_ok()).unwrap_or(false)
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    hasher()
+        .map(|h| h.verify_password(pin, &parsed).is_ok())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -271,3 +271,5 @@ pub(crate) fn usable_key(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod gm_tests;

@@ -14,7 +14,7 @@ use std::any::{Any, TypeId};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use p11kms_protocol::{MechParam, MechanismInfo};
+use p11kms_protocol::{vendor, MechParam, MechanismInfo};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -50,13 +50,21 @@ pub struct Key {
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key").field("class", &self.class).field("key_type", &self.key_type).finish_non_exhaustive()
+        f.debug_struct("Key")
+            .field("class", &self.class)
+            .field("key_type", &self.key_type)
+            .finish_non_exhaustive()
     }
 }
 
 impl Key {
     pub fn new(class: u64, key_type: u64, value: Zeroizing<Vec<u8>>) -> Self {
-        Key { class, key_type, value, cache: RwLock::new(Vec::new()) }
+        Key {
+            class,
+            key_type,
+            value,
+            cache: RwLock::new(Vec::new()),
+        }
     }
 
     /// The expanded form `T` of this key, built by `build` on first use and
@@ -205,22 +213,69 @@ pub trait Mechanism: Send + Sync {
         Err(Error::mechanism_invalid())
     }
     /// Upper bound of the wrapped length for a key value of `key_len` bytes.
-    fn wrap_len(&self, _param: &MechParam, _wrapping_key: &Arc<Key>, _key_len: usize) -> Result<usize> {
+    fn wrap_len(
+        &self,
+        _param: &MechParam,
+        _wrapping_key: &Arc<Key>,
+        _key_len: usize,
+    ) -> Result<usize> {
         Err(Error::mechanism_invalid())
     }
     /// `C_WrapKey` on the key's value (raw secret value or PKCS#8 DER).
-    fn wrap(&self, _param: &MechParam, _wrapping_key: &Arc<Key>, _key_value: &[u8]) -> Result<Vec<u8>> {
+    fn wrap(
+        &self,
+        _param: &MechParam,
+        _wrapping_key: &Arc<Key>,
+        _key_value: &[u8],
+    ) -> Result<Vec<u8>> {
         Err(Error::mechanism_invalid())
     }
     /// `C_UnwrapKey`: the recovered key value. Bad wrapped data →
     /// `CKR_WRAPPED_KEY_INVALID` / `CKR_WRAPPED_KEY_LEN_RANGE`.
-    fn unwrap(&self, _param: &MechParam, _unwrapping_key: &Arc<Key>, _wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn unwrap(
+        &self,
+        _param: &MechParam,
+        _unwrapping_key: &Arc<Key>,
+        _wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         Err(Error::mechanism_invalid())
     }
     /// `C_DeriveKey`: the derived secret value (`value_len` from the template).
-    fn derive(&self, _param: &MechParam, _base: &Arc<Key>, _value_len: Option<usize>) -> Result<Zeroizing<Vec<u8>>> {
+    fn derive(
+        &self,
+        _param: &MechParam,
+        _base: &Arc<Key>,
+        _value_len: Option<usize>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         Err(Error::mechanism_invalid())
     }
+}
+
+/// Whether a `mode = "gm"` instance (Chinese commercial cryptography
+/// compliance) serves `mech`: the SM2, SM3 and SM4 mechanisms, and random
+/// generation (`CKM_GENERIC_SECRET_KEY_GEN`, for HMAC-SM3 keys;
+/// `C_GenerateRandom` is not a mechanism and always served).
+pub fn gm_allowed(mech: u64) -> bool {
+    matches!(
+        mech,
+        vendor::CKM_SM3
+            | vendor::CKM_SM3_HMAC
+            | vendor::CKM_SM3_HMAC_GENERAL
+            | vendor::CKM_SM4_KEY_GEN
+            | vendor::CKM_SM4_ECB
+            | vendor::CKM_SM4_CBC
+            | vendor::CKM_SM4_CBC_PAD
+            | vendor::CKM_SM4_CTR
+            | vendor::CKM_SM4_GCM
+            | vendor::CKM_SM4_MAC
+            | vendor::CKM_SM4_MAC_GENERAL
+            | vendor::CKM_SM4_KEY_WRAP
+            | vendor::CKM_SM2_KEY_PAIR_GEN
+            | vendor::CKM_SM2DSA
+            | vendor::CKM_SM3_SM2DSA
+            | vendor::CKM_SM2_ENCRYPT
+            | pkcs11_sys::CKM_GENERIC_SECRET_KEY_GEN
+    )
 }
 
 /// A start-up known-answer test. A failure keeps the instance from serving.

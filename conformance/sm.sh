@@ -4,7 +4,7 @@
 #   cargo build --release && conformance/sm.sh
 #
 # A daemon with two instances (slot 0 "standard", slot 1 mode = "gm") is
-# driven through libp11kms.so by PyKCS11 (conformance/sm_pkcs11.py) and the
+# driven through libp11kms.so by PyKCS11 (conformance/sm/pkcs11_sm.py) and the
 # results are checked against OpenSSL:
 #   - SM3 digest = `openssl dgst -sm3`
 #   - SM4-CBC-PAD ciphertext = `openssl enc -sm4-cbc`
@@ -31,7 +31,7 @@ if ! openssl list -digest-algorithms 2>/dev/null | grep -qi sm3 || ! openssl lis
   skip "SM interop" "this OpenSSL has no SM3/SM4"
   finish
 fi
-H="$PY $CONF_DIR/sm_pkcs11.py $MODULE"
+H="$PY $CONF_DIR/sm/pkcs11_sm.py $MODULE"
 ID=distid:1234567812345678
 
 # Two instances: lib.sh's start_daemon only knows --data-dir/--socket.
@@ -94,7 +94,7 @@ for slot in 0 1; do
     $H sm2-decrypt $slot sm2 "$WORK/ossl.ct.$slot" "$WORK/ossl.pt.$slot"
   check_same "$name: ... to the plaintext" "$WORK/ossl.pt.$slot" "$WORK/msg"
   check "$name: import OpenSSL's SM2 public key" \
-    $PY "$CONF_DIR/sm_pkcs11.py" "$MODULE" import-pub $slot ossl \
+    $PY "$CONF_DIR/sm/pkcs11_sm.py" "$MODULE" import-pub $slot ossl \
     "$(openssl pkey -in "$WORK/ossl.$slot.pem" -pubout -outform DER | tail -c 65 | od -An -v -tx1 | tr -d ' \n')"
   check "$name: OpenSSL signature verifies in the module" $H sm2-verify $slot ossl "$WORK/msg" "$WORK/ossl.sig.$slot"
 done

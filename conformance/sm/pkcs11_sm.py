@@ -4,16 +4,16 @@ PyKCS11 (Debian's /usr/bin/python3, python3-pykcs11), vendor codes from
 include/p11kms.h. Each subcommand does one thing and writes its result to a
 file; sm.sh compares the results with OpenSSL's.
 
-    sm_pkcs11.py MODULE init SLOT LABEL
-    sm_pkcs11.py MODULE sm3 SLOT IN OUT                 digest
-    sm_pkcs11.py MODULE sm4-cbc-pad SLOT KEYHEX IVHEX IN OUT
-    sm_pkcs11.py MODULE sm2-gen SLOT LABEL SPKI_OUT     key pair, SPKI DER of the public key
-    sm_pkcs11.py MODULE sm2-sign SLOT LABEL IN SIG_DER_OUT   CKM_SM3_SM2DSA, default ID, as DER
-    sm_pkcs11.py MODULE import-pub SLOT LABEL POINTHEX  SM2 public key object from 04|x|y
-    sm_pkcs11.py MODULE sm2-verify SLOT LABEL IN SIG_DER     OpenSSL's DER signature
-    sm_pkcs11.py MODULE sm2-decrypt SLOT LABEL CT OUT         OpenSSL's DER ciphertext
-    sm_pkcs11.py MODULE mechs SLOT OUT                   mechanism list, one hex code a line
-    sm_pkcs11.py MODULE refuse SLOT OUT                  CK_RV names of AES/RSA attempts
+    pkcs11_sm.py MODULE init SLOT LABEL
+    pkcs11_sm.py MODULE sm3 SLOT IN OUT                 digest
+    pkcs11_sm.py MODULE sm4-cbc-pad SLOT KEYHEX IVHEX IN OUT
+    pkcs11_sm.py MODULE sm2-gen SLOT LABEL SPKI_OUT     key pair, SPKI DER of the public key
+    pkcs11_sm.py MODULE sm2-sign SLOT LABEL IN SIG_DER_OUT   CKM_SM3_SM2DSA, default ID, as DER
+    pkcs11_sm.py MODULE import-pub SLOT LABEL POINTHEX  SM2 public key object from 04|x|y
+    pkcs11_sm.py MODULE sm2-verify SLOT LABEL IN SIG_DER     OpenSSL's DER signature
+    pkcs11_sm.py MODULE sm2-decrypt SLOT LABEL CT OUT         OpenSSL's DER ciphertext
+    pkcs11_sm.py MODULE mechs SLOT OUT                   mechanism list, one hex code a line
+    pkcs11_sm.py MODULE refuse SLOT OUT                  CK_RV names of AES/RSA attempts
 
 User PIN "1234", SO PIN "12345678". Exit status 0 on success.
 """

@@ -409,3 +409,52 @@ fn key_pair_generation() {
         ck::CKR_CURVE_NOT_SUPPORTED
     );
 }
+
+/// Rough SM2 operation rates for the report (`cargo test --release -p
+/// p11kmsd sm2_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn sm2_throughput() {
+    let r = registry();
+    let (sk, pk) = kat_pair();
+    let m = r.get(vendor::CKM_SM3_SM2DSA).expect("registered");
+    let sig = m
+        .sign_init(&sk, &MechParam::None)
+        .expect("init")
+        .oneshot(b"x")
+        .expect("sign");
+    let rate = |f: &dyn Fn()| {
+        let start = std::time::Instant::now();
+        let mut n = 0u32;
+        while start.elapsed().as_secs_f64() < 1.0 {
+            f();
+            n += 1;
+        }
+        f64::from(n) / start.elapsed().as_secs_f64()
+    };
+    let sign = rate(&|| {
+        m.sign_init(&sk, &MechParam::None)
+            .expect("init")
+            .oneshot(b"x")
+            .expect("sign");
+    });
+    let verify = rate(&|| {
+        m.verify_init(&pk, &MechParam::None)
+            .expect("init")
+            .oneshot(b"x", &sig)
+            .expect("verify");
+    });
+    let e = r.get(vendor::CKM_SM2_ENCRYPT).expect("registered");
+    let ct = e
+        .encrypt_init(&pk, &MechParam::None)
+        .expect("init")
+        .oneshot(&[1; 32])
+        .expect("enc");
+    let dec = rate(&|| {
+        e.decrypt_init(&sk, &MechParam::None)
+            .expect("init")
+            .oneshot(&ct)
+            .expect("dec");
+    });
+    println!("SM2: sign {sign:.0}/s, verify {verify:.0}/s, decrypt {dec:.0}/s");
+}

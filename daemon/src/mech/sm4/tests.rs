@@ -314,3 +314,50 @@ fn key_checks() {
         assert_eq!((i.min_key_size, i.max_key_size), (16, 16));
     }
 }
+
+/// Rough SM4 throughput for the report (`cargo test --release -p p11kmsd
+/// sm4_throughput -- --ignored --nocapture`); the benchmark proper is
+/// bench/.
+#[test]
+#[ignore]
+fn sm4_throughput() {
+    let r = registry();
+    let key = sm4_key(&h(kat::KEY));
+    let data = vec![0x5au8; 1 << 20];
+    for (name, mech, param) in [
+        ("CBC", vendor::CKM_SM4_CBC, MechParam::Bytes(h(IV))),
+        (
+            "CTR",
+            vendor::CKM_SM4_CTR,
+            MechParam::Ctr {
+                counter_bits: 128,
+                cb: [0; 16],
+            },
+        ),
+        (
+            "GCM",
+            vendor::CKM_SM4_GCM,
+            MechParam::Gcm {
+                iv: vec![0; 12],
+                iv_bits: None,
+                aad: Vec::new(),
+                tag_bits: 128,
+            },
+        ),
+    ] {
+        let m = r.get(mech).expect("registered");
+        let start = std::time::Instant::now();
+        let mut n = 0;
+        while start.elapsed().as_secs_f64() < 1.0 {
+            m.encrypt_init(&key, &param)
+                .expect("init")
+                .oneshot(&data)
+                .expect("enc");
+            n += 1;
+        }
+        println!(
+            "SM4-{name}: {:.0} MB/s",
+            n as f64 * data.len() as f64 / 1e6 / start.elapsed().as_secs_f64()
+        );
+    }
+}

@@ -25,8 +25,15 @@ pub enum FrameError {
 
 /// Encode `msg` into a complete frame (length prefix included).
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut buf = vec![0u8; 4];
-    let mut buf = postcard::to_extend(msg, std::mem::take(&mut buf))?;
+    // Size first (a counting pass, no copies), so the frame is written into
+    // one allocation of the right size instead of a doubling Vec.
+    let size = postcard::experimental::serialized_size(msg)?;
+    if size > MAX_FRAME {
+        return Err(FrameError::TooLarge(size));
+    }
+    let mut buf = Vec::with_capacity(4 + size);
+    buf.extend_from_slice(&[0u8; 4]);
+    let mut buf = postcard::to_extend(msg, buf)?;
     let len = buf.len() - 4;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));

@@ -355,9 +355,16 @@ impl<C: Block16> CipherOp for BlockOp<C> {
     }
 
     fn update(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.pending.extend_from_slice(data);
-        let n = self.ready(self.pending.len());
-        let mut out: Vec<u8> = self.pending.drain(..n).collect();
+        // Copy each input byte once: the ready blocks straight into the
+        // output buffer, the remainder into `pending`.
+        let n = self.ready(self.pending.len() + data.len());
+        let from_pending = n.min(self.pending.len());
+        let from_data = n - from_pending;
+        let mut out = Vec::with_capacity(n);
+        out.extend_from_slice(&self.pending[..from_pending]);
+        out.extend_from_slice(&data[..from_data]);
+        self.pending.drain(..from_pending);
+        self.pending.extend_from_slice(&data[from_data..]);
         self.engine.process(&mut out);
         Ok(out)
     }

@@ -27,6 +27,10 @@ pub struct Config {
     /// Octal permission bits of the socket file.
     #[serde(default = "default_socket_mode")]
     pub socket_mode: String,
+    /// Microseconds a connection thread polls for the next request before
+    /// sleeping (0 disables). See `server::spin_until_readable`.
+    #[serde(default = "default_spin_us")]
+    pub spin_us: u64,
     /// Seconds between runs of the KMS sweeper (scheduled deletions,
     /// material expiry, automatic rotation).
     #[serde(default = "default_sweep_secs")]
@@ -75,6 +79,9 @@ fn default_true() -> bool {
 fn default_min_pending_days() -> u32 {
     7
 }
+fn default_spin_us() -> u64 {
+    50
+}
 fn default_sweep_secs() -> u64 {
     60
 }
@@ -104,6 +111,7 @@ impl Config {
             socket,
             socket_mode: default_socket_mode(),
             kms_sweep_secs: default_sweep_secs(),
+            spin_us: default_spin_us(),
             instances: default_instances(),
         }
     }

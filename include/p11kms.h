@@ -33,10 +33,10 @@
 /* ---- mechanisms (CK_MECHANISM_TYPE) --------------------------------- */
 
 /* Envelope encryption under a customer master key (secret key objects of
- * type CKK_AES, 256-bit). Parameter: optional AAD as a byte array
+ * type CKK_AES, 256-bit: AES-256-GCM; or CKK_SM4: SM4-GCM). Parameter: optional AAD as a byte array
  * (pParameter/ulParameterLen), or none.
  * Ciphertext = "P11E" | version(1)=1 | key-id length(1) | key id (ASCII)
- *              | key version (4, big endian) | IV (12) | AES-GCM ciphertext
+ *              | key version (4, big endian) | IV (12) | GCM ciphertext
  *              | tag (16); the header is authenticated as AAD together with
  *              the caller's AAD. Decrypting with any object of the same key
  *              picks the version named in the ciphertext, so rotation never

@@ -22,7 +22,7 @@ pub fn encrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resu
         let m = s.token.registry.get(mech.mech)?.clone();
         let (o, k) = usable_key(app, s, key, ck::CKA_ENCRYPT, mech.mech)?;
         let op = if mech.mech == vendor::CKM_P11KMS_AES_GCM_ENVELOPE {
-            envelope::encrypt_init(&o, &mech.param)?
+            envelope::encrypt_init(&s.token.registry, &o, &mech.param)?
         } else {
             m.encrypt_init(&k, &mech.param)?
         };

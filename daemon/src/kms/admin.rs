@@ -668,21 +668,41 @@ pub(crate) fn ensure_default_key(i: &Instance) -> Result<()> {
     Ok(())
 }
 
-/// OAEP hash for a wrapping algorithm name.
-fn wrapping(alg: &str) -> Result<(u64, u64, bool)> {
-    match alg {
-        "RSAES_OAEP_SHA_256" => Ok((ck::CKM_SHA256, ck::CKG_MGF1_SHA256, false)),
-        "RSAES_OAEP_SHA_1" => Ok((ck::CKM_SHA_1, ck::CKG_MGF1_SHA1, false)),
-        "RSA_AES_KEY_WRAP_SHA_256" => Ok((ck::CKM_SHA256, ck::CKG_MGF1_SHA256, true)),
-        "SM2PKE" => Err(Error::new(
-            ck::CKR_MECHANISM_INVALID,
-            "SM2PKE wrapping needs the SM algorithms, not available yet",
-        )),
-        other => Err(Error::new(
+/// How imported material is wrapped.
+#[derive(Debug, Clone, Copy)]
+enum Wrapping {
+    /// RSAES-OAEP with this hash and MGF1.
+    Oaep(u64, u64),
+    /// CKM_RSA_AES_KEY_WRAP: an ephemeral AES-256 key under OAEP-SHA-256,
+    /// the material under RFC 5649.
+    RsaAesKeyWrap,
+    /// SM2 public-key encryption (GB/T 32918.4), C1C3C2, raw or DER.
+    Sm2Pke,
+}
+
+/// The wrapping algorithm named on the command line, checked against the
+/// wrapping key spec it is used with.
+fn wrapping(alg: &str, spec: &str) -> Result<Wrapping> {
+    let w = match alg {
+        "RSAES_OAEP_SHA_256" => Wrapping::Oaep(ck::CKM_SHA256, ck::CKG_MGF1_SHA256),
+        "RSAES_OAEP_SHA_1" => Wrapping::Oaep(ck::CKM_SHA_1, ck::CKG_MGF1_SHA1),
+        "RSA_AES_KEY_WRAP_SHA_256" => Wrapping::RsaAesKeyWrap,
+        "SM2PKE" => Wrapping::Sm2Pke,
+        other => {
+            return Err(Error::new(
+                ck::CKR_ARGUMENTS_BAD,
+                format!("unknown wrapping algorithm {other:?}"),
+            ))
+        }
+    };
+    let sm2_spec = spec == "EC_SM2";
+    if matches!(w, Wrapping::Sm2Pke) != sm2_spec {
+        return Err(Error::new(
             ck::CKR_ARGUMENTS_BAD,
-            format!("unknown wrapping algorithm {other:?}"),
-        )),
+            format!("wrapping algorithm {alg} does not go with wrapping key spec {spec} (SM2PKE takes EC_SM2, the RSA algorithms RSA_2048/RSA_3072)"),
+        ));
     }
+    Ok(w)
 }
 
 fn import_allowed(d: &Daemon, i: &Instance) -> Result<()> {
@@ -716,12 +736,7 @@ fn import_key(i: &Instance, spec: &str) -> Result<Arc<Object>> {
     let bits: u64 = match spec {
         "RSA_2048" => 2048,
         "RSA_3072" => 3072,
-        "EC_SM2" => {
-            return Err(Error::new(
-                ck::CKR_MECHANISM_INVALID,
-                "SM2 wrapping keys need the SM algorithms, not available yet",
-            ))
-        }
+        "EC_SM2" => 0,
         other => {
             return Err(Error::new(
                 ck::CKR_ARGUMENTS_BAD,
@@ -742,12 +757,15 @@ fn import_key(i: &Instance, spec: &str) -> Result<Arc<Object>> {
         Attribute::new(ck::CKA_LABEL, label.clone().into_bytes()),
     ];
     let key_id = object::new_key_id();
-    let extra = [
-        Attribute::ulong(ck::CKA_MODULUS_BITS, bits),
-        Attribute::new(ck::CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
-    ];
-    let (mut private, mut public) =
-        generate_pair(t, ck::CKM_RSA_PKCS_KEY_PAIR_GEN, &template, &extra, &key_id)?;
+    let (mut private, mut public) = if bits == 0 {
+        generate_pair(t, vendor::CKM_SM2_KEY_PAIR_GEN, &template, &[], &key_id)?
+    } else {
+        let extra = [
+            Attribute::ulong(ck::CKA_MODULUS_BITS, bits),
+            Attribute::new(ck::CKA_PUBLIC_EXPONENT, vec![1, 0, 1]),
+        ];
+        generate_pair(t, ck::CKM_RSA_PKCS_KEY_PAIR_GEN, &template, &extra, &key_id)?
+    };
     // Owned by the instance: nobody disables or deletes it.
     private.set_bool(vendor::CKA_P11KMS_SERVICE_KEY, true);
     public.set_bool(vendor::CKA_P11KMS_SERVICE_KEY, true);
@@ -771,7 +789,7 @@ fn import_params(
     spec: &str,
 ) -> Result<ImportParams> {
     import_allowed(d, i)?;
-    wrapping(alg)?;
+    wrapping(alg, spec)?;
     let o = resolve(&i.token, key)?;
     protect(&o)?;
     if state(&o) != vendor::CKV_P11KMS_STATE_PENDING_IMPORT
@@ -871,30 +889,36 @@ fn import(
             ));
         }
     }
-    let (hash, mgf, aes_kw) = wrapping(&session.algorithm)?;
+    let how = wrapping(&session.algorithm, &session.spec)?;
     let ik = import_key(i, &session.spec)?;
     let ik_key: Arc<Key> = ik.key()?;
-    let oaep = MechParam::Oaep {
+    let oaep = |hash, mgf| MechParam::Oaep {
         hash,
         mgf,
         source: ck::CKZ_DATA_SPECIFIED,
         source_data: Vec::new(),
     };
-    let material = if aes_kw {
-        let m = i.token.registry.get(ck::CKM_RSA_AES_KEY_WRAP)?;
-        m.unwrap(
-            &MechParam::RsaAesKeyWrap {
-                aes_key_bits: 256,
-                oaep: Some(Box::new(oaep)),
-            },
-            &ik_key,
-            wrapped,
-        )
-    } else {
-        let m = i.token.registry.get(ck::CKM_RSA_PKCS_OAEP)?;
-        m.decrypt_init(&ik_key, &oaep)
+    let decrypt_with = |mech: u64, param: &MechParam| {
+        i.token
+            .registry
+            .get(mech)
+            .and_then(|m| m.decrypt_init(&ik_key, param))
             .and_then(|mut op| op.oneshot(wrapped))
             .map(Zeroizing::new)
+    };
+    let material = match how {
+        Wrapping::RsaAesKeyWrap => i.token.registry.get(ck::CKM_RSA_AES_KEY_WRAP).and_then(|m| {
+            m.unwrap(
+                &MechParam::RsaAesKeyWrap {
+                    aes_key_bits: 256,
+                    oaep: Some(Box::new(oaep(ck::CKM_SHA256, ck::CKG_MGF1_SHA256))),
+                },
+                &ik_key,
+                wrapped,
+            )
+        }),
+        Wrapping::Oaep(hash, mgf) => decrypt_with(ck::CKM_RSA_PKCS_OAEP, &oaep(hash, mgf)),
+        Wrapping::Sm2Pke => decrypt_with(vendor::CKM_SM2_ENCRYPT, &MechParam::None),
     }
     .map_err(|_| {
         Error::new(

@@ -1,4 +1,4 @@
-//! `CKM_P11KMS_AES_GCM_ENVELOPE`: AES-256-GCM whose ciphertext names the
+//! `CKM_P11KMS_AES_GCM_ENVELOPE`: GCM encryption whose ciphertext names the
 //! key id and key version, so decryption finds the right version by itself
 //! and rotation never strands stored ciphertext.
 //!
@@ -6,12 +6,13 @@
 //! "P11E" | 0x01 | len(key id) | key id | version (u32 BE) | IV (12) | ciphertext | tag (16)
 //! ```
 //! The header (everything before the IV) and the caller's AAD are both
-//! authenticated.
+//! authenticated. AES-256 keys use AES-256-GCM; SM4 keys (the default key
+//! of a `gm` instance) use SM4-GCM as RFC 8998 defines it. The GCM itself is
+//! the registered `CKM_AES_GCM` / `CKM_SM4_GCM` mechanism, so the envelope
+//! adds framing and version lookup and no cryptography of its own.
 
 use std::sync::Arc;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use p11kms_protocol::{vendor, MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 
@@ -34,11 +35,7 @@ impl Mechanism for EnvelopeInfo {
         vendor::CKM_P11KMS_AES_GCM_ENVELOPE
     }
     fn info(&self) -> MechanismInfo {
-        MechanismInfo {
-            min_key_size: 32,
-            max_key_size: 32,
-            flags: ck::CKF_ENCRYPT | ck::CKF_DECRYPT,
-        }
+        MechanismInfo { min_key_size: 16, max_key_size: 32, flags: ck::CKF_ENCRYPT | ck::CKF_DECRYPT }
     }
 }
 
@@ -50,34 +47,34 @@ fn aad_of(param: &MechParam) -> Result<Vec<u8>> {
     match param {
         MechParam::None => Ok(Vec::new()),
         MechParam::Bytes(b) => Ok(b.clone()),
-        _ => Err(Error::param_invalid(
-            "envelope parameter is the AAD bytes or nothing",
-        )),
+        _ => Err(Error::param_invalid("envelope parameter is the AAD bytes or nothing")),
     }
 }
 
-fn check_key(o: &Object) -> Result<(String, u32)> {
+/// The key's id, version and the GCM mechanism its type takes.
+fn check_key(o: &Object) -> Result<(String, u32, u64)> {
     let a = o.attrs();
-    if o.class != ck::CKO_SECRET_KEY
-        || a.key_type() != Some(ck::CKK_AES)
-        || a.get(ck::CKA_VALUE).map(<[u8]>::len) != Some(32)
-    {
-        return Err(Error::new(
-            ck::CKR_KEY_TYPE_INCONSISTENT,
-            "the envelope mechanism needs an AES-256 key",
-        ));
-    }
-    let id =
-        String::from_utf8_lossy(a.get(vendor::CKA_P11KMS_KEY_ID).unwrap_or_default()).into_owned();
+    let len = a.get(ck::CKA_VALUE).map(<[u8]>::len);
+    let gcm = match (o.class, a.key_type(), len) {
+        (ck::CKO_SECRET_KEY, Some(ck::CKK_AES), Some(32)) => ck::CKM_AES_GCM,
+        (ck::CKO_SECRET_KEY, Some(vendor::CKK_SM4), Some(16)) => vendor::CKM_SM4_GCM,
+        _ => {
+            return Err(Error::new(
+                ck::CKR_KEY_TYPE_INCONSISTENT,
+                "the envelope mechanism needs an AES-256 or SM4 key",
+            ))
+        }
+    };
+    let id = String::from_utf8_lossy(a.get(vendor::CKA_P11KMS_KEY_ID).unwrap_or_default()).into_owned();
     let version = a.ulong(vendor::CKA_P11KMS_KEY_VERSION).unwrap_or(1) as u32;
     if id.is_empty() || id.len() > 255 {
         return Err(Error::key_type_inconsistent());
     }
-    Ok((id, version))
+    Ok((id, version, gcm))
 }
 
-fn cipher(key: &Key) -> Result<Arc<Aes256Gcm>> {
-    key.cached(|v| Aes256Gcm::new_from_slice(v).map_err(|_| Error::key_size_range()))
+fn gcm_param(iv: &[u8], aad: Vec<u8>) -> MechParam {
+    MechParam::Gcm { iv: iv.to_vec(), iv_bits: None, aad, tag_bits: 128 }
 }
 
 fn header(key_id: &str, version: u32) -> Vec<u8> {
@@ -94,22 +91,21 @@ fn header(key_id: &str, version: u32) -> Vec<u8> {
 /// end (single-part or final).
 pub struct Encrypt {
     key: Arc<Key>,
+    gcm: Arc<dyn Mechanism>,
     header: Vec<u8>,
     aad: Vec<u8>,
     buf: Vec<u8>,
 }
 
-/// Start an envelope encryption with `o` (which must be the primary object).
-pub fn encrypt_init(o: &Object, param: &MechParam) -> Result<Box<dyn CipherOp>> {
+/// Start an envelope encryption with `o` (the key's primary object).
+pub fn encrypt_init(registry: &Registry, o: &Object, param: &MechParam) -> Result<Box<dyn CipherOp>> {
     if crate::kms::is_version_object(&o.attrs()) {
-        return Err(Error::new(
-            ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
-            "older key versions only decrypt",
-        ));
+        return Err(Error::new(ck::CKR_KEY_FUNCTION_NOT_PERMITTED, "older key versions only decrypt"));
     }
-    let (id, version) = check_key(o)?;
+    let (id, version, gcm) = check_key(o)?;
     Ok(Box::new(Encrypt {
         key: o.key()?,
+        gcm: registry.get(gcm)?.clone(),
         header: header(&id, version),
         aad: aad_of(param)?,
         buf: Vec::new(),
@@ -119,19 +115,10 @@ pub fn encrypt_init(o: &Object, param: &MechParam) -> Result<Box<dyn CipherOp>> 
 impl Encrypt {
     fn seal(&mut self) -> Result<Vec<u8>> {
         let mut iv = [0u8; IV_LEN];
-        getrandom::fill(&mut iv)
-            .map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
+        getrandom::fill(&mut iv).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
         let mut aad = self.header.clone();
         aad.extend_from_slice(&self.aad);
-        let ct = cipher(&self.key)?
-            .encrypt(
-                &Nonce::from(iv),
-                Payload {
-                    msg: &self.buf,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| Error::general("envelope encryption failed"))?;
+        let ct = self.gcm.encrypt_init(&self.key, &gcm_param(&iv, aad))?.oneshot(&self.buf)?;
         let mut out = self.header.clone();
         out.extend_from_slice(&iv);
         out.extend_from_slice(&ct);
@@ -167,19 +154,16 @@ impl CipherOp for Encrypt {
 /// ciphertext and the matching object looked up on the token.
 pub struct Decrypt {
     token: Arc<Token>,
+    gcm: Arc<dyn Mechanism>,
     key_id: String,
     aad: Vec<u8>,
     buf: Vec<u8>,
 }
 
 pub fn decrypt_init(token: Arc<Token>, o: &Object, param: &MechParam) -> Result<Box<dyn CipherOp>> {
-    let (key_id, _) = check_key(o)?;
-    Ok(Box::new(Decrypt {
-        token,
-        key_id,
-        aad: aad_of(param)?,
-        buf: Vec::new(),
-    }))
+    let (key_id, _, gcm) = check_key(o)?;
+    let gcm = token.registry.get(gcm)?.clone();
+    Ok(Box::new(Decrypt { token, gcm, key_id, aad: aad_of(param)?, buf: Vec::new() }))
 }
 
 fn bad() -> Error {
@@ -190,10 +174,7 @@ impl Decrypt {
     fn open(&mut self) -> Result<Vec<u8>> {
         let data = std::mem::take(&mut self.buf);
         if data.len() < 6 || &data[..4] != MAGIC || data[4] != FORMAT {
-            return Err(Error::new(
-                ck::CKR_ENCRYPTED_DATA_INVALID,
-                "not an envelope ciphertext",
-            ));
+            return Err(Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, "not an envelope ciphertext"));
         }
         let id_len = data[5] as usize;
         let hdr_len = 6 + id_len + 4;
@@ -202,10 +183,7 @@ impl Decrypt {
         }
         let key_id = std::str::from_utf8(&data[6..6 + id_len]).map_err(|_| bad())?;
         if key_id != self.key_id {
-            return Err(Error::new(
-                ck::CKR_ENCRYPTED_DATA_INVALID,
-                format!("ciphertext belongs to key {key_id}"),
-            ));
+            return Err(Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, format!("ciphertext belongs to key {key_id}")));
         }
         let version = u32::from_be_bytes(data[6 + id_len..hdr_len].try_into().map_err(|_| bad())?);
         let obj = self
@@ -214,33 +192,17 @@ impl Decrypt {
             .into_iter()
             .filter(|o| o.class == ck::CKO_SECRET_KEY)
             .find(|o| o.attrs().ulong(vendor::CKA_P11KMS_KEY_VERSION) == Some(u64::from(version)))
-            .ok_or_else(|| {
-                Error::new(
-                    ck::CKR_ENCRYPTED_DATA_INVALID,
-                    format!("key {key_id} has no version {version}"),
-                )
-            })?;
-        if obj.attrs().ulong(vendor::CKA_P11KMS_KEY_STATE) != Some(vendor::CKV_P11KMS_STATE_ENABLED)
-        {
-            return Err(Error::new(
-                ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
-                "key is not enabled",
-            ));
+            .ok_or_else(|| Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, format!("key {key_id} has no version {version}")))?;
+        if obj.attrs().ulong(vendor::CKA_P11KMS_KEY_STATE) != Some(vendor::CKV_P11KMS_STATE_ENABLED) {
+            return Err(Error::new(ck::CKR_KEY_FUNCTION_NOT_PERMITTED, "key is not enabled"));
         }
         let mut aad = data[..hdr_len].to_vec();
         aad.extend_from_slice(&self.aad);
-        let iv: [u8; IV_LEN] = data[hdr_len..hdr_len + IV_LEN]
-            .try_into()
-            .map_err(|_| bad())?;
-        cipher(&*obj.key()?)?
-            .decrypt(
-                &Nonce::from(iv),
-                Payload {
-                    msg: &data[hdr_len + IV_LEN..],
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| bad())
+        let iv = &data[hdr_len..hdr_len + IV_LEN];
+        self.gcm
+            .decrypt_init(&obj.key()?, &gcm_param(iv, aad))?
+            .oneshot(&data[hdr_len + IV_LEN..])
+            .map_err(|e| if e.rv == ck::CKR_ENCRYPTED_DATA_LEN_RANGE { e } else { bad() })
     }
 }
 

@@ -617,3 +617,51 @@ fn import_of_key_material() {
         Response::Error(ck::CKR_ATTRIBUTE_READ_ONLY)
     );
 }
+
+#[test]
+fn sm2pke_import_and_sm4_envelope() {
+    let f = fixture();
+    // SM2PKE goes with EC_SM2 only.
+    f.key(C::KeyCreate(KeyCreate { alias: Some("sm-byok".into()), origin: Some("EXTERNAL".into()), ..Default::default() }));
+    let mismatch = f.admin(C::ImportParams {
+        key: "sm-byok".into(),
+        wrapping_algorithm: "SM2PKE".into(),
+        wrapping_key_spec: "RSA_2048".into(),
+    });
+    assert!(matches!(mismatch, AdminReply::Failed { rv: ck::CKR_ARGUMENTS_BAD, .. }), "{mismatch:?}");
+    let AdminReply::ImportParams(p) = f.admin(C::ImportParams {
+        key: "sm-byok".into(),
+        wrapping_algorithm: "SM2PKE".into(),
+        wrapping_key_spec: "EC_SM2".into(),
+    }) else {
+        panic!("import params")
+    };
+    assert!(p.public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let token = &f.d.instances[0].token;
+    let ik_pub = token
+        .all_objects()
+        .into_iter()
+        .find(|o| o.class == ck::CKO_PUBLIC_KEY && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-EC_SM2".as_slice()))
+        .expect("SM2 import public key");
+    let pubkey: Arc<Key> = ik_pub.key().expect("key");
+    let material = [0x5au8; 32];
+    let wrapped = token
+        .registry
+        .get(vendor::CKM_SM2_ENCRYPT)
+        .expect("sm2 encrypt")
+        .encrypt_init(&pubkey, &MechParam::None)
+        .expect("init")
+        .oneshot(&material)
+        .expect("encrypt");
+    let k = f.key(C::Import { key: "sm-byok".into(), import_token: p.import_token, material: wrapped, expires_unix: None });
+    assert_eq!((k.state.as_str(), k.origin.as_str()), ("Enabled", "EXTERNAL"));
+
+    // An SM4 CMK: the envelope uses SM4-GCM and survives rotation.
+    f.key(C::KeyCreate(KeyCreate { spec: Some("SM4".into()), alias: Some("sm4k".into()), ..Default::default() }));
+    let h = f.find_label("sm4k")[0];
+    let old = f.encrypt(h, envelope(), b"gm row").expect("SM4 envelope");
+    f.key(C::KeyRotate { key: "sm4k".into() });
+    let new = f.encrypt(h, envelope(), b"gm row 2").expect("SM4 envelope after rotation");
+    assert_eq!(f.decrypt(h, envelope(), &old).expect("old"), b"gm row");
+    assert_eq!(f.decrypt(h, envelope(), &new).expect("new"), b"gm row 2");
+}

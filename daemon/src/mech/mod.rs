@@ -274,6 +274,7 @@ pub fn gm_allowed(mech: u64) -> bool {
             | vendor::CKM_SM2DSA
             | vendor::CKM_SM3_SM2DSA
             | vendor::CKM_SM2_ENCRYPT
+            | vendor::CKM_P11KMS_AES_GCM_ENVELOPE
             | pkcs11_sys::CKM_GENERIC_SECRET_KEY_GEN
     )
 }

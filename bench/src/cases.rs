@@ -34,6 +34,9 @@ pub enum Id {
     EcKeygen,
     Wrap,
     Unwrap,
+    /// Measured by `mixed.rs` (many threads in several processes), not by
+    /// `op`.
+    Mixed64,
 }
 
 pub struct CaseDef {
@@ -52,6 +55,9 @@ pub const STREAM_TOTAL: usize = 64 << 20;
 pub const STREAM_CHUNK: usize = 64 << 10;
 pub const FIND_SMALL: usize = 1_000;
 pub const FIND_BIG: usize = 100_000;
+/// Label of the P-256 key pair (both halves); the mixed64 workers find the
+/// private key by it.
+pub const EC_LABEL: &[u8] = b"bench-ec";
 
 pub fn all() -> Vec<CaseDef> {
     use Id::*;
@@ -184,6 +190,14 @@ pub fn all() -> Vec<CaseDef> {
             Unwrap,
             "unwrap",
             "CKM_AES_KEY_WRAP unwrap to a session key + C_DestroyObject",
+            0,
+            false,
+        ),
+        c(
+            Mixed64,
+            "mixed64",
+            "mixed load (GCM 4 KiB, P-256 sign, random 32 B, find by label in rotation): \
+             2 threads in-process vs 8 processes x 8 threads",
             0,
             false,
         ),
@@ -334,14 +348,14 @@ fn ec_keys(peer: &Peer, main: &Sess, sh: &mut Shared) -> Result<(Handle, Handle)
                         Attribute::Token(true),
                         Attribute::EcParams(P256_OID.to_vec()),
                         Attribute::Verify(true),
-                        Attribute::Label(b"bench-ec".to_vec()),
+                        Attribute::Label(EC_LABEL.to_vec()),
                     ],
                     &[
                         Attribute::Token(true),
                         Attribute::Private(true),
                         Attribute::Sensitive(true),
                         Attribute::Sign(true),
-                        Attribute::Label(b"bench-ec".to_vec()),
+                        Attribute::Label(EC_LABEL.to_vec()),
                     ],
                 )
                 .map_err(|e| classify("P-256 key pair", &e))?;
@@ -556,6 +570,11 @@ pub fn prepare(
                     .map_err(|e| classify("signature to verify", &e))?;
             }
         }
+        Id::Mixed64 => {
+            return Err(Skip::Fail(
+                "mixed64 is prepared by mixed::prepare, not cases::prepare".into(),
+            ))
+        }
         Id::AesKeygen => need(peer, MechanismType::AES_KEY_GEN)?,
         Id::EcKeygen => need(peer, MechanismType::ECC_KEY_PAIR_GEN)?,
         Id::Wrap | Id::Unwrap => {
@@ -619,6 +638,7 @@ pub fn op(
     buf: &mut [u8],
 ) -> cryptoki::error::Result<()> {
     match id {
+        Id::Mixed64 => Err(invalid()),
         Id::Session => peer.raw.open(peer.slot)?.close(),
         Id::Random32 => s.random(&mut buf[..32]),
         Id::Find1k | Id::Find100k => {

@@ -5,6 +5,7 @@
 
 mod cases;
 mod floors;
+mod mixed;
 mod raw;
 mod report;
 mod setup;
@@ -19,7 +20,7 @@ use clap::Parser;
 
 use cases::{CaseDef, Prep, Shared, Skip};
 use raw::Sess;
-use report::{BigReport, FloorRow, PeerInfo, Report, Row};
+use report::{BigReport, FloorRow, MixedReport, PeerInfo, Report, Row};
 use setup::{ck, ChildGuard, Daemon, Peer, Res};
 use stats::Sample;
 
@@ -29,7 +30,7 @@ use stats::Sample;
     about = "Measures p11kms against SoftHSMv2 in-process and p11-kit remote, side by side",
     after_help = "Cases: session random32 find1k find100k(--big) gcm64 gcm4k gcm1m cbcpad4k ecb4k \
                   stream-cbc stream-ecb rsa-pkcs-sign rsa-pss-sign rsa-pkcs-verify rsa-pss-verify \
-                  rsa-oaep-decrypt ecdsa-sign ecdsa-verify aes-keygen ec-keygen wrap unwrap"
+                  rsa-oaep-decrypt ecdsa-sign ecdsa-verify aes-keygen ec-keygen wrap unwrap mixed64"
 )]
 struct Cli {
     /// Peers besides p11kms: softhsm (SoftHSMv2 in-process), p11kit (p11-kit
@@ -74,10 +75,43 @@ struct Cli {
         default_value = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
     )]
     p11kit_client: PathBuf,
+    /// mixed64: worker processes (each loads the module and logs in itself).
+    #[arg(long, default_value_t = 8)]
+    mixed_procs: usize,
+    /// mixed64: threads (sessions) per worker process.
+    #[arg(long, default_value_t = 8)]
+    mixed_threads: usize,
+    /// Internal: run as a mixed64 worker process (the bench starts these).
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+    /// Internal: token label a worker looks for.
+    #[arg(long, hide = true, default_value = setup::LABEL)]
+    worker_label: String,
+    /// Internal: keeps the GCM IVs of worker processes apart.
+    #[arg(long, hide = true, default_value_t = 0)]
+    worker_tag: u32,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(kind) = &cli.worker {
+        if kind != "mixed" {
+            eprintln!("p11kms-bench: --worker {kind:?}: unknown worker kind");
+            return ExitCode::from(2);
+        }
+        let Some(module) = &cli.module else {
+            eprintln!("p11kms-bench: --worker needs --module");
+            return ExitCode::from(2);
+        };
+        return mixed::worker_main(
+            module,
+            &cli.worker_label,
+            cli.mixed_threads.max(1),
+            Duration::from_millis(cli.duration_ms.max(1)),
+            cli.rounds.max(1),
+            cli.worker_tag,
+        );
+    }
     match run(&cli) {
         Ok(rep) => {
             let table = report::table(&rep);
@@ -153,6 +187,9 @@ fn run(cli: &Cli) -> Res<Report> {
     };
     if threads.contains(&0) {
         return Err("--threads: 0 is not a thread count".into());
+    }
+    if cli.mixed_procs == 0 || cli.mixed_threads == 0 {
+        return Err("--mixed-procs and --mixed-threads must be at least 1".into());
     }
     let mut want_softhsm = false;
     let mut want_p11kit = false;
@@ -373,6 +410,22 @@ fn measure(
     // Cases.
     for def in selected {
         eprintln!("p11kms-bench: {} — {}", def.name, def.title);
+        if def.id == cases::Id::Mixed64 {
+            let (r, e, m) = measure_mixed(
+                cli,
+                peers,
+                &mains,
+                &mut shared,
+                def,
+                rounds,
+                duration,
+                daemon,
+            );
+            rows.extend(r);
+            errors.extend(e);
+            rep.mixed = Some(m);
+            continue;
+        }
         let mut preps: Vec<Result<Prep, Skip>> = Vec::new();
         for (pi, p) in peers.iter().enumerate() {
             let t0 = Instant::now();
@@ -446,6 +499,139 @@ fn measure(
         big_rep = Some(big(&peers[0], &mains[0], &mut shared[0], daemon));
     }
     Ok((rows, errors, big_rep))
+}
+
+/// mixed64 on p11kms (the peers show n/a: the target compares p11kms with
+/// itself): rounds of the mixed load with 2 threads here, then with
+/// `--mixed-procs` x `--mixed-threads` in worker processes. Rows for 2 and
+/// for all threads, and the details for the report.
+#[allow(clippy::too_many_arguments)]
+fn measure_mixed(
+    cli: &Cli,
+    peers: &[Peer],
+    mains: &[Sess],
+    shared: &mut [Shared],
+    def: &CaseDef,
+    rounds: u32,
+    duration: Duration,
+    daemon: &Daemon,
+) -> (Vec<Row>, Vec<String>, MixedReport) {
+    let many = cli.mixed_procs * cli.mixed_threads;
+    let mut m = MixedReport {
+        load: mixed::LOAD.into(),
+        processes: cli.mixed_procs,
+        threads_per_process: cli.mixed_threads,
+        ..MixedReport::default()
+    };
+    let mut two = Sample::default();
+    let mut all = Sample::default();
+    let r = run_mixed(
+        cli,
+        &peers[0],
+        &mains[0],
+        &mut shared[0],
+        rounds,
+        duration,
+        daemon,
+        &mut m,
+        &mut two,
+        &mut all,
+    );
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for (pi, p) in peers.iter().enumerate() {
+        for t in [2, many] {
+            let mut row = Row::new(def, t, p.name);
+            if pi > 0 {
+                row.na("run on p11kms only (the target compares p11kms with itself)");
+            } else {
+                match &r {
+                    Ok(()) => row.ok(if t == 2 {
+                        two.summary(0)
+                    } else {
+                        all.summary(0)
+                    }),
+                    Err(Skip::Na(why)) => row.na(why),
+                    Err(Skip::Fail(why)) => row.error(why),
+                }
+            }
+            rows.push(row);
+        }
+    }
+    match r {
+        Ok(()) => {
+            m.many = all.summary(0);
+            if m.best_two_thread_ops_per_s > 0.0 {
+                m.ratio_to_best_two_thread = m.many.ops_per_s / m.best_two_thread_ops_per_s;
+            }
+        }
+        Err(Skip::Na(why)) => m.error = Some(why),
+        Err(Skip::Fail(why)) => {
+            errors.push(format!("{} / p11kms: {why}", def.name));
+            m.error = Some(why);
+        }
+    }
+    (rows, errors, m)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_mixed(
+    cli: &Cli,
+    peer: &Peer,
+    main: &Sess,
+    shared: &mut Shared,
+    rounds: u32,
+    duration: Duration,
+    daemon: &Daemon,
+    m: &mut MixedReport,
+    two: &mut Sample,
+    all: &mut Sample,
+) -> Result<(), Skip> {
+    let mix = mixed::prepare(peer, main, shared)?;
+    let dir = daemon
+        .socket
+        .parent()
+        .ok_or_else(|| Skip::Fail("daemon socket has no directory".into()))?;
+    let cfg = mixed::WorkerCfg {
+        module: &peer.module,
+        socket: &daemon.socket,
+        label: setup::LABEL,
+        dir,
+        procs: cli.mixed_procs,
+        threads: cli.mixed_threads,
+        dur: duration,
+        rounds,
+    };
+    let t0 = Instant::now();
+    // dropped on any error below: the guards stop every worker
+    let mut workers = mixed::Workers::start(&cfg).map_err(Skip::Fail)?;
+    eprintln!(
+        "  {} worker processes ready in {:.1} s",
+        cli.mixed_procs,
+        t0.elapsed().as_secs_f64()
+    );
+    let mut per = vec![0.0; cli.mixed_procs];
+    let rate = |s: &Sample| s.ops as f64 / s.wall.as_secs_f64().max(1e-12);
+    for _ in 0..rounds {
+        let s = mixed::run_threads(peer, &mix, 2, duration, 0, &mut || -> Res<()> { Ok(()) })
+            .map_err(|e| Skip::Fail(format!("2 threads: {e}")))?;
+        m.two_thread_rounds_ops_per_s.push(rate(&s));
+        two.merge(s);
+        let (s, p) = workers.round(duration).map_err(Skip::Fail)?;
+        m.many_rounds_ops_per_s.push(rate(&s));
+        all.merge(s);
+        for (a, b) in per.iter_mut().zip(p) {
+            *a += b / rounds as f64;
+        }
+    }
+    workers.quit();
+    m.per_process_ops_per_s = per;
+    m.best_two_thread_ops_per_s = m
+        .two_thread_rounds_ops_per_s
+        .iter()
+        .copied()
+        .fold(0.0, f64::max);
+    Ok(())
 }
 
 fn cli_line() -> String {

@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cryptoki::mechanism::Mechanism;
@@ -20,6 +20,8 @@ pub const USER_PIN: &str = "bench-user-pin-1";
 pub const LABEL: &str = "bench";
 /// Token label of the SoftHSMv2 token behind `p11-kit server`.
 pub const REMOTE_LABEL: &str = "bench-remote";
+/// Label of the AES-256 token key every symmetric case uses.
+pub const AES_LABEL: &[u8] = b"bench-aes";
 
 pub type Res<T> = Result<T, String>;
 
@@ -83,6 +85,63 @@ impl ChildGuard {
         })
     }
 
+    /// Like `spawn`, but with stdin and stdout as pipes handed back to the
+    /// caller (stderr goes to `log`): the mixed64 worker processes.
+    pub fn spawn_piped(
+        name: &str,
+        mut cmd: Command,
+        log: PathBuf,
+    ) -> Res<(ChildGuard, ChildStdin, ChildStdout)> {
+        let err = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("{name}: log {}: {e}", log.display()))?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err);
+        // SAFETY: as in `spawn`.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        // from here on, dropping the guard stops the child
+        let g = ChildGuard {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        };
+        match (stdin, stdout) {
+            (Some(i), Some(o)) => Ok((g, i, o)),
+            _ => Err(format!("{name}: no stdin/stdout pipe")),
+        }
+    }
+
+    /// Waits up to `timeout` for the child to exit on its own; true if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                None => return true,
+                Some(Ok(Some(_))) => {
+                    self.child = None;
+                    return true;
+                }
+                Some(Err(_)) => return false,
+                Some(Ok(None)) => {}
+            }
+            if t0.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
@@ -140,7 +199,7 @@ impl Drop for ChildGuard {
     }
 }
 
-fn tail(log: &Path) -> String {
+pub fn tail(log: &Path) -> String {
     let s = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
@@ -370,7 +429,7 @@ pub fn main_session(peer: &Peer) -> Res<(Sess<'_>, Handle)> {
                 Attribute::Decrypt(true),
                 Attribute::Wrap(true),
                 Attribute::Unwrap(true),
-                Attribute::Label(b"bench-aes".to_vec()),
+                Attribute::Label(AES_LABEL.to_vec()),
             ],
         )
         .map_err(|e| format!("{name}: AES-256 token key: {}", ck(&e)))?;

@@ -41,10 +41,11 @@ fn smoke_run_of_every_case() {
         serde_json::from_slice(&out.stdout).expect("--json prints JSON on stdout");
     let results = json["results"].as_array().expect("results array");
     // every default case appears for every peer, as ok or n/a with a reason
+    // (21 cases with one row each, mixed64 with two: 2 threads and 64)
     let npeers = 1 + peers.split(',').filter(|p| *p != "none").count();
     assert_eq!(
         results.len(),
-        21 * npeers,
+        23 * npeers,
         "one row per case and peer:\n{stderr}"
     );
     for r in results {
@@ -66,6 +67,7 @@ fn smoke_run_of_every_case() {
         "ecb4k",
         "aes-keygen",
         "wrap",
+        "mixed64",
     ] {
         assert!(
             results
@@ -74,4 +76,21 @@ fn smoke_run_of_every_case() {
             "{case} did not run on p11kms:\n{stderr}"
         );
     }
+    // mixed64 ran in 8 worker processes x 8 threads and was reported
+    assert!(
+        results
+            .iter()
+            .any(|r| r["case"] == "mixed64" && r["threads"] == 64 && r["status"] == "ok"),
+        "mixed64 with 64 threads did not run:\n{stderr}"
+    );
+    assert_eq!(
+        json["mixed"]["processes"], 8,
+        "mixed report: {}",
+        json["mixed"]
+    );
+    assert!(
+        json["mixed"]["many"]["ops"].as_u64().unwrap_or(0) > 0,
+        "mixed report: {}",
+        json["mixed"]
+    );
 }

@@ -11,6 +11,7 @@ use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use p11kms_protocol::frame::{self, FrameError};
@@ -182,6 +183,23 @@ fn log_frame_error(peer: &Peer, e: &FrameError) {
     }
 }
 
+/// Connection threads currently polling.
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Releases a polling slot when dropped.
+struct SpinSlot;
+
+impl Drop for SpinSlot {
+    fn drop(&mut self) {
+        SPINNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn cpus() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// A socket reader that polls briefly before every blocking read (see
 /// [`spin_until_readable`]); large frames arrive in several pieces, and each
 /// piece would otherwise cost a sleep and a wake-up.
@@ -206,6 +224,13 @@ fn spin_until_readable(stream: &StdStream, spin_us: u64) {
     if spin_us == 0 {
         return;
     }
+    // At most one poller per CPU: with more, pollers would take the CPU
+    // from the connection threads that have work.
+    if SPINNING.fetch_add(1, Ordering::Relaxed) >= cpus() {
+        SPINNING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let _done = SpinSlot;
     let budget = std::time::Duration::from_micros(spin_us);
     let start = std::time::Instant::now();
     loop {

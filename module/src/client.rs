@@ -300,6 +300,7 @@ impl Client {
             Some(c) => c,
             None => self.open().map_err(|_| CKR_DEVICE_ERROR)?,
         };
+        let _in_flight = InFlight::enter();
         let result = conn
             .write_all(&bytes)
             .map_err(FrameError::from)
@@ -517,10 +518,36 @@ struct SpinRead<'a>(&'a UnixStream, std::time::Duration);
 
 impl std::io::Read for SpinRead<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if !spin_budget().is_zero() {
+        // Poll only while there are no more calls in flight than CPUs:
+        // beyond that, pollers would take CPU from the threads with work.
+        if !spin_budget().is_zero() && IN_FLIGHT.load(Ordering::Relaxed) <= cpus() {
             spin_until_readable(self.0, self.1);
         }
         (&mut &*self.0).read(buf)
+    }
+}
+
+/// Calls of this process currently waiting for the daemon.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn cpus() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Counts a call in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

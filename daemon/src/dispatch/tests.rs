@@ -796,3 +796,36 @@ fn app_teardown_closes_sessions_and_logs_out() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Find by label among 100,000 token objects through the dispatcher
+/// (informational timing for docs/performance.md; run with --ignored).
+#[test]
+#[ignore]
+fn find_among_100k_token_objects() {
+    use crate::token::object::{self, Actor, Origin};
+    use crate::token::ObjectChange;
+    let f = fixture();
+    let s = f.ready();
+    let token = f.d.instances[0].token.clone();
+    let mut changes = Vec::new();
+    for i in 0..100_000u32 {
+        let t = vec![
+            Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA),
+            Attribute::bool(ck::CKA_TOKEN, true),
+            Attribute::bool(ck::CKA_PRIVATE, true),
+            Attribute::new(ck::CKA_LABEL, format!("big-{i:06}").into_bytes()),
+        ];
+        changes.push(ObjectChange::Add(object::build(&t, None, None, Origin::Create, Actor::User).expect("build")));
+    }
+    token.apply(changes).expect("apply");
+    let t0 = std::time::Instant::now();
+    for i in 0..1000u32 {
+        f.ok(R::FindObjectsInit { session: s, template: vec![Attribute::new(ck::CKA_LABEL, format!("big-{:06}", i * 97).into_bytes())] });
+        match f.call(R::FindObjects { session: s, max: 4 }) {
+            Response::Handles(h) => assert_eq!(h.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        f.ok(R::FindObjectsFinal { session: s });
+    }
+    eprintln!("find by label among 100,000: {:?} per lookup", t0.elapsed() / 1000);
+}

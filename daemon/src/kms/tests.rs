@@ -665,3 +665,54 @@ fn sm2pke_import_and_sm4_envelope() {
     assert_eq!(f.decrypt(h, envelope(), &old).expect("old"), b"gm row");
     assert_eq!(f.decrypt(h, envelope(), &new).expect("new"), b"gm row 2");
 }
+
+/// The instance's import key also serves PKCS#11 consumers: `C_UnwrapKey`
+/// with `CKM_RSA_PKCS_OAEP` makes a key whose origin is EXTERNAL.
+#[test]
+fn pkcs11_unwrap_with_the_import_key() {
+    let f = fixture();
+    f.key(C::KeyCreate(KeyCreate { alias: Some("ext".into()), origin: Some("EXTERNAL".into()), ..Default::default() }));
+    let AdminReply::ImportParams(_) = f.admin(C::ImportParams {
+        key: "ext".into(),
+        wrapping_algorithm: "RSAES_OAEP_SHA_256".into(),
+        wrapping_key_spec: "RSA_2048".into(),
+    }) else {
+        panic!("import params")
+    };
+    let ik = f.find_label("p11kms-import-key-RSA_2048");
+    let private = ik
+        .iter()
+        .copied()
+        .find(|h| f.attr(*h, ck::CKA_CLASS) == AttrResult::Value(ck::CKO_PRIVATE_KEY.to_le_bytes().to_vec()))
+        .expect("import private key visible to the user");
+    let public = ik.iter().copied().find(|h| *h != private).expect("import public key");
+    assert_eq!(f.attr(private, ck::CKA_VALUE), AttrResult::Invalid);
+    assert_eq!(f.attr(private, ck::CKA_PRIVATE_EXPONENT), AttrResult::Sensitive);
+    let oaep = Mechanism {
+        mech: ck::CKM_RSA_PKCS_OAEP,
+        param: MechParam::Oaep { hash: ck::CKM_SHA256, mgf: ck::CKG_MGF1_SHA256, source: ck::CKZ_DATA_SPECIFIED, source_data: vec![] },
+    };
+    let material = [0x17u8; 32];
+    let wrapped = f.encrypt(public, oaep.clone(), &material).expect("OAEP encrypt with the import public key");
+    let created = f.call(R::UnwrapKey {
+        session: f.s,
+        mech: oaep,
+        unwrapping_key: private,
+        wrapped,
+        template: vec![
+            Attribute::ulong(ck::CKA_CLASS, ck::CKO_SECRET_KEY),
+            Attribute::ulong(ck::CKA_KEY_TYPE, ck::CKK_AES),
+            Attribute::bool(ck::CKA_TOKEN, true),
+            Attribute::new(ck::CKA_LABEL, b"byok-via-pkcs11".to_vec()),
+        ],
+    });
+    let Response::Handle(k) = created else { panic!("{created:?}") };
+    assert_eq!(f.attr(k, vendor::CKA_P11KMS_ORIGIN), AttrResult::Value(vendor::CKV_P11KMS_ORIGIN_EXTERNAL.to_le_bytes().to_vec()));
+    assert_eq!(f.attr(k, ck::CKA_LOCAL), AttrResult::Value(vec![0]));
+    assert_eq!(f.attr(k, ck::CKA_VALUE_LEN), AttrResult::Value(32u64.to_le_bytes().to_vec()));
+    // The import key can only unwrap: it cannot sign or decrypt data.
+    assert_eq!(
+        f.call(R::SignInit { session: f.s, mech: Mechanism::new(ck::CKM_SHA256_RSA_PKCS), key: private }),
+        Response::Error(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+}

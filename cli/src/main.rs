@@ -23,6 +23,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// Show the daemon's instances, slots and tokens.
     Status,

@@ -412,6 +412,77 @@ pub fn finalize() -> CkResult<()> {
     }
 }
 
+/// How long a caller polls for the daemon's answer before sleeping in
+/// `read()`, in microseconds (`P11KMS_SPIN_US`, default 50; 0 disables).
+///
+/// On virtual machines a thread that sleeps on a socket is woken through
+/// the hypervisor, which costs tens of microseconds — more than most
+/// PKCS#11 calls take. Polling briefly (yielding the CPU between polls)
+/// catches fast answers without that wake-up; slow ones (RSA) fall back
+/// to the ordinary blocking read.
+fn spin_budget() -> std::time::Duration {
+    static BUDGET: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        let us = std::env::var("P11KMS_SPIN_US").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(50);
+        std::time::Duration::from_micros(us.min(10_000))
+    })
+}
+
+/// Reads that poll briefly before blocking, for every piece of a frame.
+struct SpinRead<'a>(&'a UnixStream, std::time::Duration);
+
+impl std::io::Read for SpinRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // Poll only while there are no more calls in flight than CPUs:
+        // beyond that, pollers would take CPU from the threads with work.
+        if !spin_budget().is_zero() && IN_FLIGHT.load(Ordering::Relaxed) <= cpus() {
+            spin_until_readable(self.0, self.1);
+        }
+        (&mut &*self.0).read(buf)
+    }
+}
+
+/// Calls of this process currently waiting for the daemon.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn cpus() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Counts a call in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn spin_until_readable(conn: &UnixStream, budget: std::time::Duration) {
+    use std::os::fd::AsRawFd;
+    if budget.is_zero() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    let mut pfd = libc::pollfd { fd: conn.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    loop {
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n != 0 || start.elapsed() >= budget {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,76 +565,5 @@ mod tests {
         assert!(matches!(c2.open(), Err(ConnectError::Version(v)) if v == PROTOCOL_VERSION + 1));
         server.join().expect("server");
         let _ = std::fs::remove_file(&path);
-    }
-}
-
-/// How long a caller polls for the daemon's answer before sleeping in
-/// `read()`, in microseconds (`P11KMS_SPIN_US`, default 50; 0 disables).
-///
-/// On virtual machines a thread that sleeps on a socket is woken through
-/// the hypervisor, which costs tens of microseconds — more than most
-/// PKCS#11 calls take. Polling briefly (yielding the CPU between polls)
-/// catches fast answers without that wake-up; slow ones (RSA) fall back
-/// to the ordinary blocking read.
-fn spin_budget() -> std::time::Duration {
-    static BUDGET: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
-    *BUDGET.get_or_init(|| {
-        let us = std::env::var("P11KMS_SPIN_US").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(50);
-        std::time::Duration::from_micros(us.min(10_000))
-    })
-}
-
-/// Reads that poll briefly before blocking, for every piece of a frame.
-struct SpinRead<'a>(&'a UnixStream, std::time::Duration);
-
-impl std::io::Read for SpinRead<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // Poll only while there are no more calls in flight than CPUs:
-        // beyond that, pollers would take CPU from the threads with work.
-        if !spin_budget().is_zero() && IN_FLIGHT.load(Ordering::Relaxed) <= cpus() {
-            spin_until_readable(self.0, self.1);
-        }
-        (&mut &*self.0).read(buf)
-    }
-}
-
-/// Calls of this process currently waiting for the daemon.
-static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn cpus() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// Counts a call in flight for as long as it lives.
-struct InFlight;
-
-impl InFlight {
-    fn enter() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        InFlight
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn spin_until_readable(conn: &UnixStream, budget: std::time::Duration) {
-    use std::os::fd::AsRawFd;
-    if budget.is_zero() {
-        return;
-    }
-    let start = std::time::Instant::now();
-    let mut pfd = libc::pollfd { fd: conn.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    loop {
-        // SAFETY: one valid pollfd, zero timeout.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if n != 0 || start.elapsed() >= budget {
-            return;
-        }
-        std::thread::yield_now();
     }
 }

@@ -660,6 +660,7 @@ pub struct ImportParams {
 
 /// Answer to an [`AdminCommand`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)] // rare admin replies; boxing would change nothing on the wire but the code
 pub enum AdminReply {
     Key(KeyMetadata),
     Keys(Vec<KeyMetadata>),

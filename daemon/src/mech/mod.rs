@@ -137,7 +137,9 @@ pub trait CipherOp: Send {
 }
 
 /// A running digest.
+#[allow(clippy::len_without_is_empty)] // a digest's length, not a collection's
 pub trait DigestOp: Send {
+    /// Digest length in bytes (never zero).
     fn len(&self) -> usize;
     fn update(&mut self, data: &[u8]);
     fn finalize(&mut self) -> Vec<u8>;

@@ -71,6 +71,12 @@ pub trait RawStore: Send {
     fn max_id(&mut self) -> Result<u64>;
 }
 
+/// One opened record: kind, id and plaintext.
+pub type OpenedRecord = (RecordKind, u64, Zeroizing<Vec<u8>>);
+/// One change for [`SealedStore::apply`]: a put (`Some(plaintext)`) or a
+/// delete (`None`).
+pub type SealedChange = (RecordKind, u64, Option<Zeroizing<Vec<u8>>>);
+
 /// The instance's view of storage: sealed records over a shared raw store.
 pub struct SealedStore {
     raw: std::sync::Arc<std::sync::Mutex<Box<dyn RawStore>>>,
@@ -100,7 +106,7 @@ impl SealedStore {
     /// Load and open every record of this instance. A record that fails
     /// authentication is an error: the store was tampered with or the master
     /// key is wrong, and the instance must not serve.
-    pub fn load(&self) -> Result<Vec<(RecordKind, u64, Zeroizing<Vec<u8>>)>> {
+    pub fn load(&self) -> Result<Vec<OpenedRecord>> {
         let rows = self.raw()?.load(&self.instance)?;
         rows.into_iter()
             .map(|r| {
@@ -123,7 +129,7 @@ impl SealedStore {
 
     /// Seal and apply several puts (`Some`) and deletes (`None`) in one
     /// transaction.
-    pub fn apply(&self, changes: &[(RecordKind, u64, Option<Zeroizing<Vec<u8>>>)]) -> Result<()> {
+    pub fn apply(&self, changes: &[SealedChange]) -> Result<()> {
         let mut raw_changes = Vec::with_capacity(changes.len());
         for (kind, id, plain) in changes {
             raw_changes.push(match plain {

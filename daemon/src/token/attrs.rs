@@ -265,6 +265,6 @@ pub fn valid_encoding(kind: Kind, v: &[u8]) -> bool {
         Ulong => v.len() == 8,
         Bytes => true,
         Date => v.is_empty() || (v.len() == 8 && v.iter().all(u8::is_ascii_digit)),
-        UlongArray => v.len() % 8 == 0,
+        UlongArray => v.len().is_multiple_of(8),
     }
 }

@@ -191,6 +191,7 @@ pub struct Token {
 
 impl Token {
     /// Load the token's state and objects from the store.
+    #[allow(clippy::too_many_arguments)] // the instance's settings, each used once
     pub fn load(
         instance: &str,
         slot: u64,

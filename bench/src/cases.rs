@@ -4,8 +4,11 @@
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::vendor_defined::VendorDefinedMechanism;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
+
+use cryptoki_sys::{CK_KEY_TYPE, CK_MECHANISM_TYPE};
 
 use crate::raw::{Handle, Sess};
 use crate::setup::{ck, Peer};
@@ -21,6 +24,8 @@ pub enum Id {
     Gcm1m,
     CbcPad4k,
     Ecb4k,
+    Sm4Cbc4k,
+    Envelope4k,
     StreamCbc,
     StreamEcb,
     RsaPkcsSign,
@@ -30,6 +35,8 @@ pub enum Id {
     RsaOaepDecrypt,
     EcdsaSign,
     EcdsaVerify,
+    Sm2Sign,
+    Sm2Verify,
     AesKeygen,
     EcKeygen,
     Wrap,
@@ -109,6 +116,20 @@ pub fn all() -> Vec<CaseDef> {
         ),
         c(Ecb4k, "ecb4k", "AES-256-ECB encrypt 4 KiB", 4096, false),
         c(
+            Sm4Cbc4k,
+            "sm4-cbc4k",
+            "SM4-CBC encrypt 4 KiB (CKM_SM4_CBC, vendor 0x80000B12)",
+            4096,
+            false,
+        ),
+        c(
+            Envelope4k,
+            "envelope4k",
+            "CKM_P11KMS_AES_GCM_ENVELOPE encrypt 4 KiB with the AES-256 token key, no AAD",
+            4096,
+            false,
+        ),
+        c(
             StreamCbc,
             "stream-cbc",
             "AES-256-CBC 64 MiB as 1,024 x 64 KiB C_EncryptUpdate",
@@ -165,6 +186,20 @@ pub fn all() -> Vec<CaseDef> {
             false,
         ),
         c(EcdsaVerify, "ecdsa-verify", "ECDSA P-256 verify", 0, false),
+        c(
+            Sm2Sign,
+            "sm2-sign",
+            "SM2 CKM_SM3_SM2DSA sign 32 B (default signer ID)",
+            0,
+            false,
+        ),
+        c(
+            Sm2Verify,
+            "sm2-verify",
+            "SM2 CKM_SM3_SM2DSA verify",
+            0,
+            false,
+        ),
         c(
             AesKeygen,
             "aes-keygen",
@@ -246,6 +281,50 @@ fn need(peer: &Peer, m: MechanismType) -> Result<(), Skip> {
     }
 }
 
+/// `need` for a vendor code, named in the reason (cryptoki would print
+/// "unknown 80000b22").
+fn need_vendor(peer: &Peer, code: CK_MECHANISM_TYPE, name: &str) -> Result<(), Skip> {
+    if peer.mechs.contains(&code) {
+        Ok(())
+    } else {
+        Err(Skip::Na(format!("{name} not in C_GetMechanismList")))
+    }
+}
+
+// Vendor codes (p11kms: include/p11kms.h, protocol/src/vendor.rs; the SM
+// ones are Thales Luna's).
+const CKK_SM2: CK_KEY_TYPE = 0x8000_0016;
+const CKK_SM4: CK_KEY_TYPE = 0x8000_0015;
+const CKM_SM4_KEY_GEN: CK_MECHANISM_TYPE = 0x8000_0B10;
+const CKM_SM4_CBC: CK_MECHANISM_TYPE = 0x8000_0B12;
+const CKM_SM2_KEY_PAIR_GEN: CK_MECHANISM_TYPE = 0x8000_0B20;
+const CKM_SM3_SM2DSA: CK_MECHANISM_TYPE = 0x8000_0B22;
+const CKM_P11KMS_AES_GCM_ENVELOPE: CK_MECHANISM_TYPE = 0x8E11_0001;
+/// DER of the SM2 curve OID 1.2.156.10197.1.301.
+const SM2_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d];
+/// The SM4-CBC IV of every operation.
+const SM4_IV: [u8; 16] = [7u8; 16];
+
+/// A vendor mechanism with no parameter.
+fn vendor_mech(code: CK_MECHANISM_TYPE) -> cryptoki::error::Result<Mechanism<'static>> {
+    Ok(Mechanism::VendorDefined(VendorDefinedMechanism::new::<()>(
+        MechanismType::new_vendor_defined(code)?,
+        None,
+    )))
+}
+
+/// `CKM_SM4_CBC` with `SM4_IV` as its 16-byte parameter.
+fn sm4_cbc() -> cryptoki::error::Result<Mechanism<'static>> {
+    Ok(Mechanism::VendorDefined(VendorDefinedMechanism::new(
+        MechanismType::new_vendor_defined(CKM_SM4_CBC)?,
+        Some(&SM4_IV),
+    )))
+}
+
+fn vendor_key_type(code: CK_KEY_TYPE) -> KeyType {
+    KeyType::new_vendor_defined(code).expect("vendor key type code")
+}
+
 /// What a case needs, prepared once per peer on its main session.
 #[derive(Default)]
 pub struct Prep {
@@ -272,6 +351,7 @@ pub struct Shared {
     pub find_n: usize,
     rsa: Option<Result<(Handle, Handle), Skip>>,
     ec: Option<Result<(Handle, Handle), Skip>>,
+    sm2: Option<Result<(Handle, Handle), Skip>>,
     find_small: Option<Result<(), Skip>>,
     find_big: Option<Result<(), Skip>>,
     /// Seconds it took to make the find100k keys.
@@ -359,6 +439,37 @@ fn ec_keys(peer: &Peer, main: &Sess, sh: &mut Shared) -> Result<(Handle, Handle)
                     ],
                 )
                 .map_err(|e| classify("P-256 key pair", &e))?;
+            Ok((privk, pubk))
+        })
+        .clone()
+}
+
+fn sm2_keys(peer: &Peer, main: &Sess, sh: &mut Shared) -> Result<(Handle, Handle), Skip> {
+    sh.sm2
+        .get_or_insert_with(|| {
+            need_vendor(peer, CKM_SM2_KEY_PAIR_GEN, "CKM_SM2_KEY_PAIR_GEN")?;
+            let mech = vendor_mech(CKM_SM2_KEY_PAIR_GEN)
+                .map_err(|e| classify("CKM_SM2_KEY_PAIR_GEN", &e))?;
+            let (pubk, privk) = main
+                .generate_key_pair(
+                    &mech,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::KeyType(vendor_key_type(CKK_SM2)),
+                        Attribute::EcParams(SM2_OID.to_vec()),
+                        Attribute::Verify(true),
+                        Attribute::Label(b"bench-sm2".to_vec()),
+                    ],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::KeyType(vendor_key_type(CKK_SM2)),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Sign(true),
+                        Attribute::Label(b"bench-sm2".to_vec()),
+                    ],
+                )
+                .map_err(|e| classify("SM2 key pair", &e))?;
             Ok((privk, pubk))
         })
         .clone()
@@ -506,6 +617,40 @@ pub fn prepare(
             p.data = vec![0x5a; 4096];
             p.out_len = 4096;
         }
+        Id::Sm4Cbc4k => {
+            need_vendor(peer, CKM_SM4_CBC, "CKM_SM4_CBC")?;
+            need_vendor(peer, CKM_SM4_KEY_GEN, "CKM_SM4_KEY_GEN")?;
+            let mech = vendor_mech(CKM_SM4_KEY_GEN).map_err(|e| classify("CKM_SM4_KEY_GEN", &e))?;
+            let k = main
+                .generate_key(
+                    &mech,
+                    &[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(vendor_key_type(CKK_SM4)),
+                        Attribute::ValueLen(16.into()),
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                        Attribute::Label(b"bench-sm4".to_vec()),
+                    ],
+                )
+                .map_err(|e| classify("SM4 key", &e))?;
+            p.key = Some(k);
+            p.data = vec![0x5a; 4096];
+            p.out_len = 4096;
+        }
+        Id::Envelope4k => {
+            need_vendor(
+                peer,
+                CKM_P11KMS_AES_GCM_ENVELOPE,
+                "CKM_P11KMS_AES_GCM_ENVELOPE",
+            )?;
+            p.data = vec![0x5a; 4096];
+            // 4096 + header (10 + key id, ≤ 255) + IV 12 + tag 16
+            p.out_len = 4096 + 10 + 255 + 12 + 16;
+        }
         Id::StreamCbc | Id::StreamEcb => {
             need(
                 peer,
@@ -567,6 +712,20 @@ pub fn prepare(
             p.out_len = 64;
             if id == Id::EcdsaVerify {
                 p.aux = sign_once(main, &Mechanism::Ecdsa, privk, &msg32)
+                    .map_err(|e| classify("signature to verify", &e))?;
+            }
+        }
+        Id::Sm2Sign | Id::Sm2Verify => {
+            need_vendor(peer, CKM_SM3_SM2DSA, "CKM_SM3_SM2DSA")?;
+            let (privk, pubk) = sm2_keys(peer, main, sh)?;
+            p.key = Some(privk);
+            p.key2 = Some(pubk);
+            p.data = msg32.clone();
+            p.out_len = 64;
+            if id == Id::Sm2Verify {
+                let mech =
+                    vendor_mech(CKM_SM3_SM2DSA).map_err(|e| classify("CKM_SM3_SM2DSA", &e))?;
+                p.aux = sign_once(main, &mech, privk, &msg32)
                     .map_err(|e| classify("signature to verify", &e))?;
             }
         }
@@ -670,6 +829,35 @@ pub fn op(
         Id::Ecb4k => {
             s.encrypt_init(&Mechanism::AesEcb, p.aes)?;
             s.encrypt(&p.data, buf).map(|_| ())
+        }
+        Id::Sm4Cbc4k => {
+            s.encrypt_init(&sm4_cbc()?, key(p.key)?)?;
+            if s.encrypt(&p.data, buf)? == p.data.len() {
+                Ok(())
+            } else {
+                Err(invalid())
+            }
+        }
+        Id::Envelope4k => {
+            s.encrypt_init(&vendor_mech(CKM_P11KMS_AES_GCM_ENVELOPE)?, p.aes)?;
+            // at least header with a 1-byte key id + IV + tag
+            if s.encrypt(&p.data, buf)? >= p.data.len() + 11 + 12 + 16 {
+                Ok(())
+            } else {
+                Err(invalid())
+            }
+        }
+        Id::Sm2Sign => {
+            s.sign_init(&vendor_mech(CKM_SM3_SM2DSA)?, key(p.key)?)?;
+            if s.sign(&p.data, buf)? == 64 {
+                Ok(())
+            } else {
+                Err(invalid())
+            }
+        }
+        Id::Sm2Verify => {
+            s.verify_init(&vendor_mech(CKM_SM3_SM2DSA)?, key(p.key2)?)?;
+            s.verify(&p.data, &p.aux)
         }
         Id::StreamCbc | Id::StreamEcb => {
             let mech = if id == Id::StreamCbc {

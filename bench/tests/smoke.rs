@@ -41,11 +41,11 @@ fn smoke_run_of_every_case() {
         serde_json::from_slice(&out.stdout).expect("--json prints JSON on stdout");
     let results = json["results"].as_array().expect("results array");
     // every default case appears for every peer, as ok or n/a with a reason
-    // (21 cases with one row each, mixed64 with two: 2 threads and 64)
+    // (25 cases with one row each, mixed64 with two: 2 threads and 64)
     let npeers = 1 + peers.split(',').filter(|p| *p != "none").count();
     assert_eq!(
         results.len(),
-        23 * npeers,
+        27 * npeers,
         "one row per case and peer:\n{stderr}"
     );
     for r in results {
@@ -67,6 +67,10 @@ fn smoke_run_of_every_case() {
         "ecb4k",
         "aes-keygen",
         "wrap",
+        "sm2-sign",
+        "sm2-verify",
+        "sm4-cbc4k",
+        "envelope4k",
         "mixed64",
     ] {
         assert!(

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use p11kms_protocol::{frame, AdminCommand, AdminReply, DaemonStatus, KeyCreate, KeyMetadata, Request, Response, PROTOCOL_VERSION};
+use p11kms_protocol::{
+    frame, AdminCommand, AdminReply, DaemonStatus, KeyCreate, KeyMetadata, Request, Response,
+    PROTOCOL_VERSION,
+};
 
 /// Administer a p11kms daemon.
 #[derive(Parser, Debug)]
@@ -70,25 +73,37 @@ enum KeyCmd {
     /// List keys.
     List,
     /// Show one key (KEY = key id or alias).
-    Describe { key: String },
-    Enable { key: String },
-    Disable { key: String },
+    Describe {
+        key: String,
+    },
+    Enable {
+        key: String,
+    },
+    Disable {
+        key: String,
+    },
     /// Schedule deletion after a pending window.
     ScheduleDeletion {
         key: String,
         #[arg(long)]
         pending_days: u32,
     },
-    CancelDeletion { key: String },
+    CancelDeletion {
+        key: String,
+    },
     /// Rotate now: new primary version; old versions keep decrypting.
-    Rotate { key: String },
+    Rotate {
+        key: String,
+    },
     /// Set (or with no --days, stop) automatic rotation.
     SetRotation {
         key: String,
         #[arg(long)]
         days: Option<u32>,
     },
-    Versions { key: String },
+    Versions {
+        key: String,
+    },
     /// Aliases: add KEY ALIAS | remove ALIAS.
     Alias {
         #[command(subcommand)]
@@ -148,17 +163,24 @@ struct Client {
 
 impl Client {
     fn connect(path: &PathBuf) -> Result<Self, String> {
-        let mut stream =
-            UnixStream::connect(path).map_err(|e| format!("cannot reach p11kmsd at {}: {e}", path.display()))?;
+        let mut stream = UnixStream::connect(path)
+            .map_err(|e| format!("cannot reach p11kmsd at {}: {e}", path.display()))?;
         let mut app_id = [0u8; 16];
         getrandom(&mut app_id)?;
-        frame::write_frame(&mut stream, &Request::Hello { version: PROTOCOL_VERSION, app_id, pid: std::process::id() })
-            .map_err(|e| format!("handshake: {e}"))?;
+        frame::write_frame(
+            &mut stream,
+            &Request::Hello {
+                version: PROTOCOL_VERSION,
+                app_id,
+                pid: std::process::id(),
+            },
+        )
+        .map_err(|e| format!("handshake: {e}"))?;
         match frame::read_frame(&mut stream).map_err(|e| format!("handshake: {e}"))? {
             Response::Hello { version, .. } if version == PROTOCOL_VERSION => Ok(Client { stream }),
-            Response::Hello { version, server } => {
-                Err(format!("{server} speaks protocol {version}, this p11kms speaks {PROTOCOL_VERSION}"))
-            }
+            Response::Hello { version, server } => Err(format!(
+                "{server} speaks protocol {version}, this p11kms speaks {PROTOCOL_VERSION}"
+            )),
             other => Err(format!("unexpected handshake reply {other:?}")),
         }
     }
@@ -171,13 +193,24 @@ impl Client {
 
 fn getrandom(buf: &mut [u8]) -> Result<(), String> {
     use std::io::Read;
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).map_err(|e| format!("random: {e}"))
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| format!("random: {e}"))
 }
 
 fn print_status(s: &DaemonStatus) {
-    println!("p11kmsd {} (protocol {}) on {}", s.version, s.protocol, s.socket);
-    println!("data dir {}; up {}s; {} application(s), {} connection(s)", s.data_dir, s.uptime_secs, s.applications, s.connections);
-    println!("{:<5} {:<16} {:<6} {:<10} {:<20} {:>8} {:>8}  state", "slot", "instance", "kind", "mode", "token label", "objects", "sessions");
+    println!(
+        "p11kmsd {} (protocol {}) on {}",
+        s.version, s.protocol, s.socket
+    );
+    println!(
+        "data dir {}; up {}s; {} application(s), {} connection(s)",
+        s.data_dir, s.uptime_secs, s.applications, s.connections
+    );
+    println!(
+        "{:<5} {:<16} {:<6} {:<10} {:<20} {:>8} {:>8}  state",
+        "slot", "instance", "kind", "mode", "token label", "objects", "sessions"
+    );
     for i in &s.instances {
         let state = match (i.serving, i.token_initialized, i.user_pin_initialized) {
             (false, _, _) => "not serving",
@@ -196,7 +229,11 @@ fn run(cli: Cli) -> Result<(), String> {
     let path = socket_path(cli.socket);
     let mut client = Client::connect(&path)?;
     match cli.command {
-        Command::Key { instance, so_pin, cmd } => {
+        Command::Key {
+            instance,
+            so_pin,
+            cmd,
+        } => {
             let so_pin = so_pin
                 .or_else(|| std::env::var("P11KMS_SO_PIN").ok())
                 .ok_or("the SO PIN is needed: --so-pin or P11KMS_SO_PIN")?;
@@ -205,7 +242,10 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Status => match client.call(&Request::Status)? {
             Response::Status(s) => {
                 if cli.json {
-                    println!("{}", serde_json::to_string_pretty(&status_json(&s)).map_err(|e| e.to_string())?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&status_json(&s)).map_err(|e| e.to_string())?
+                    );
                 } else {
                     print_status(&s);
                 }
@@ -220,7 +260,11 @@ fn run(cli: Cli) -> Result<(), String> {
 fn pairs(items: &[String]) -> Result<Vec<(String, String)>, String> {
     items
         .iter()
-        .map(|t| t.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or(format!("tag {t:?} is not k=v")))
+        .map(|t| {
+            t.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or(format!("tag {t:?} is not k=v"))
+        })
         .collect()
 }
 
@@ -229,9 +273,22 @@ fn parse_rfc3339(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not an RFC 3339 UTC time like 2027-01-01T00:00:00Z");
     let s = s.strip_suffix('Z').ok_or_else(bad)?;
     let (date, time) = s.split_once('T').ok_or_else(bad)?;
-    let d: Vec<i64> = date.split('-').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-    let t: Vec<i64> = time.split(':').map(|x| x.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-    if d.len() != 3 || t.len() != 3 || !(1..=12).contains(&d[1]) || !(1..=31).contains(&d[2]) || t[0] > 23 || t[1] > 59 || t[2] > 60 {
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    if d.len() != 3
+        || t.len() != 3
+        || !(1..=12).contains(&d[1])
+        || !(1..=31).contains(&d[2])
+        || t[0] > 23
+        || t[1] > 59
+        || t[2] > 60
+    {
         return Err(bad());
     }
     // days from civil (proleptic Gregorian)
@@ -247,17 +304,34 @@ fn parse_rfc3339(s: &str) -> Result<u64, String> {
 fn print_key(k: &KeyMetadata) {
     println!("key id      {}", k.key_id);
     println!("aliases     {}", k.aliases.join(", "));
-    println!("spec        {}   usage {}   origin {}   protection {}", k.spec, k.usage, k.origin, k.protection_level);
+    println!(
+        "spec        {}   usage {}   origin {}   protection {}",
+        k.spec, k.usage, k.origin, k.protection_level
+    );
     println!("state       {}", k.state);
-    println!("version     {} (of {})", k.primary_version, k.versions.len());
+    println!(
+        "version     {} (of {})",
+        k.primary_version,
+        k.versions.len()
+    );
     if !k.description.is_empty() {
         println!("description {}", k.description);
     }
     if !k.tags.is_empty() {
-        println!("tags        {}", k.tags.iter().map(|(a, b)| format!("{a}={b}")).collect::<Vec<_>>().join(", "));
+        println!(
+            "tags        {}",
+            k.tags
+                .iter()
+                .map(|(a, b)| format!("{a}={b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if let Some(d) = k.rotation_interval_days {
-        println!("rotation    every {d} days, next at {}", k.next_rotation_unix.unwrap_or(0));
+        println!(
+            "rotation    every {d} days, next at {}",
+            k.next_rotation_unix.unwrap_or(0)
+        );
     }
     if let Some(t) = k.deletion_unix {
         println!("deletion    at {t} (unix time)");
@@ -287,53 +361,104 @@ fn key_json(k: &KeyMetadata) -> serde_json::Value {
     })
 }
 
-fn key_command(client: &mut Client, instance: String, so_pin: String, cmd: KeyCmd, json: bool) -> Result<(), String> {
+fn key_command(
+    client: &mut Client,
+    instance: String,
+    so_pin: String,
+    cmd: KeyCmd,
+    json: bool,
+) -> Result<(), String> {
     let mut outputs: Vec<(PathBuf, String)> = Vec::new();
     let admin = match cmd {
-        KeyCmd::Create { spec, usage, origin, alias, description, tags, rotation_interval, service } => {
-            AdminCommand::KeyCreate(KeyCreate {
-                spec,
-                usage,
-                origin,
-                alias,
-                description,
-                tags: pairs(&tags)?,
-                rotation_interval_days: rotation_interval,
-                service,
-            })
-        }
+        KeyCmd::Create {
+            spec,
+            usage,
+            origin,
+            alias,
+            description,
+            tags,
+            rotation_interval,
+            service,
+        } => AdminCommand::KeyCreate(KeyCreate {
+            spec,
+            usage,
+            origin,
+            alias,
+            description,
+            tags: pairs(&tags)?,
+            rotation_interval_days: rotation_interval,
+            service,
+        }),
         KeyCmd::List => AdminCommand::KeyList,
         KeyCmd::Describe { key } => AdminCommand::KeyDescribe { key },
         KeyCmd::Enable { key } => AdminCommand::KeyEnable { key },
         KeyCmd::Disable { key } => AdminCommand::KeyDisable { key },
-        KeyCmd::ScheduleDeletion { key, pending_days } => AdminCommand::KeyScheduleDeletion { key, pending_days },
+        KeyCmd::ScheduleDeletion { key, pending_days } => {
+            AdminCommand::KeyScheduleDeletion { key, pending_days }
+        }
         KeyCmd::CancelDeletion { key } => AdminCommand::KeyCancelDeletion { key },
         KeyCmd::Rotate { key } => AdminCommand::KeyRotate { key },
-        KeyCmd::SetRotation { key, days } => AdminCommand::KeySetRotation { key, interval_days: days },
+        KeyCmd::SetRotation { key, days } => AdminCommand::KeySetRotation {
+            key,
+            interval_days: days,
+        },
         KeyCmd::Versions { key } => AdminCommand::KeyVersions { key },
-        KeyCmd::Alias { cmd: AliasCmd::Add { key, alias } } => AdminCommand::AliasAdd { key, alias },
-        KeyCmd::Alias { cmd: AliasCmd::Remove { alias } } => AdminCommand::AliasRemove { alias },
-        KeyCmd::Tag { key, set, remove } => AdminCommand::KeyTag { key, set: pairs(&set)?, remove },
-        KeyCmd::ImportParams { key, wrapping_algorithm, wrapping_key_spec, public_key_out, token_out } => {
+        KeyCmd::Alias {
+            cmd: AliasCmd::Add { key, alias },
+        } => AdminCommand::AliasAdd { key, alias },
+        KeyCmd::Alias {
+            cmd: AliasCmd::Remove { alias },
+        } => AdminCommand::AliasRemove { alias },
+        KeyCmd::Tag { key, set, remove } => AdminCommand::KeyTag {
+            key,
+            set: pairs(&set)?,
+            remove,
+        },
+        KeyCmd::ImportParams {
+            key,
+            wrapping_algorithm,
+            wrapping_key_spec,
+            public_key_out,
+            token_out,
+        } => {
             if let Some(p) = public_key_out {
                 outputs.push((p, "public_key_pem".into()));
             }
             if let Some(p) = token_out {
                 outputs.push((p, "import_token".into()));
             }
-            AdminCommand::ImportParams { key, wrapping_algorithm, wrapping_key_spec }
+            AdminCommand::ImportParams {
+                key,
+                wrapping_algorithm,
+                wrapping_key_spec,
+            }
         }
-        KeyCmd::Import { key, import_token, material, expires } => {
+        KeyCmd::Import {
+            key,
+            import_token,
+            material,
+            expires,
+        } => {
             let token = std::fs::read_to_string(&import_token)
                 .map_err(|e| format!("cannot read {}: {e}", import_token.display()))?
                 .trim()
                 .to_string();
-            let material = std::fs::read(&material).map_err(|e| format!("cannot read {}: {e}", material.display()))?;
+            let material = std::fs::read(&material)
+                .map_err(|e| format!("cannot read {}: {e}", material.display()))?;
             let expires_unix = expires.as_deref().map(parse_rfc3339).transpose()?;
-            AdminCommand::Import { key, import_token: token, material, expires_unix }
+            AdminCommand::Import {
+                key,
+                import_token: token,
+                material,
+                expires_unix,
+            }
         }
     };
-    let reply = match client.call(&Request::Admin { instance, so_pin: so_pin.into_bytes(), cmd: admin })? {
+    let reply = match client.call(&Request::Admin {
+        instance,
+        so_pin: so_pin.into_bytes(),
+        cmd: admin,
+    })? {
         Response::Admin(r) => r,
         Response::Error(rv) => return Err(format!("daemon refused: CK_RV 0x{rv:x}")),
         other => return Err(format!("unexpected reply {other:?}")),
@@ -343,7 +468,10 @@ fn key_command(client: &mut Client, instance: String, so_pin: String, cmd: KeyCm
         AdminReply::Done => Ok(()),
         AdminReply::Key(k) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&key_json(&k)).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&key_json(&k)).map_err(|e| e.to_string())?
+                );
             } else {
                 print_key(&k);
             }
@@ -352,11 +480,25 @@ fn key_command(client: &mut Client, instance: String, so_pin: String, cmd: KeyCm
         AdminReply::Keys(ks) => {
             if json {
                 let v: Vec<_> = ks.iter().map(key_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
             } else {
-                println!("{:<42} {:<10} {:<16} {:<9} {:>7}  aliases", "key id", "spec", "state", "origin", "version");
+                println!(
+                    "{:<42} {:<10} {:<16} {:<9} {:>7}  aliases",
+                    "key id", "spec", "state", "origin", "version"
+                );
                 for k in &ks {
-                    println!("{:<42} {:<10} {:<16} {:<9} {:>7}  {}", k.key_id, k.spec, k.state, k.origin, k.primary_version, k.aliases.join(","));
+                    println!(
+                        "{:<42} {:<10} {:<16} {:<9} {:>7}  {}",
+                        k.key_id,
+                        k.spec,
+                        k.state,
+                        k.origin,
+                        k.primary_version,
+                        k.aliases.join(",")
+                    );
                 }
             }
             Ok(())
@@ -364,31 +506,50 @@ fn key_command(client: &mut Client, instance: String, so_pin: String, cmd: KeyCm
         AdminReply::Versions(vs) => {
             if json {
                 let v: Vec<_> = vs.iter().map(|v| serde_json::json!({"version": v.version, "created_unix": v.created_unix, "primary": v.primary})).collect();
-                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
             } else {
                 for v in &vs {
-                    println!("v{}  created {}{}", v.version, v.created_unix, if v.primary { "  (primary)" } else { "" });
+                    println!(
+                        "v{}  created {}{}",
+                        v.version,
+                        v.created_unix,
+                        if v.primary { "  (primary)" } else { "" }
+                    );
                 }
             }
             Ok(())
         }
         AdminReply::ImportParams(p) => {
             for (path, what) in &outputs {
-                let text = if what == "public_key_pem" { p.public_key_pem.clone() } else { format!("{}\n", p.import_token) };
-                std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                let text = if what == "public_key_pem" {
+                    p.public_key_pem.clone()
+                } else {
+                    format!("{}\n", p.import_token)
+                };
+                std::fs::write(path, text)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             }
             if json {
                 let v = serde_json::json!({
                     "key_id": p.key_id, "public_key_pem": p.public_key_pem, "import_token": p.import_token,
                     "expires_unix": p.expires_unix, "wrapping_algorithm": p.wrapping_algorithm, "wrapping_key_spec": p.wrapping_key_spec,
                 });
-                println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+                );
             } else if outputs.is_empty() {
                 print!("{}", p.public_key_pem);
                 println!("import token {}", p.import_token);
                 println!("expires at {} (unix time)", p.expires_unix);
             } else {
-                println!("import parameters for {} written; they expire at {} (unix time)", p.key_id, p.expires_unix);
+                println!(
+                    "import parameters for {} written; they expire at {} (unix time)",
+                    p.key_id, p.expires_unix
+                );
             }
             Ok(())
         }

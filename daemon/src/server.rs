@@ -91,7 +91,10 @@ pub fn serve_connection(d: &Daemon, stream: StdStream, peer: Peer) {
     };
     let mut reader = BufReader::with_capacity(
         64 * 1024,
-        SpinRead { stream: read_half, spin_us: d.config.spin_us },
+        SpinRead {
+            stream: read_half,
+            spin_us: d.config.spin_us,
+        },
     );
     let mut writer = stream;
     let mut buf = Vec::new();
@@ -234,8 +237,17 @@ fn spin_until_readable(stream: &StdStream, spin_us: u64) {
     let budget = std::time::Duration::from_micros(spin_us);
     let start = std::time::Instant::now();
     loop {
-        let mut fds = [rustix::event::PollFd::new(stream, rustix::event::PollFlags::IN)];
-        let ready = rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 }));
+        let mut fds = [rustix::event::PollFd::new(
+            stream,
+            rustix::event::PollFlags::IN,
+        )];
+        let ready = rustix::event::poll(
+            &mut fds,
+            Some(&rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        );
         if !matches!(ready, Ok(0)) || start.elapsed() >= budget {
             return;
         }

@@ -308,7 +308,10 @@ impl Client {
                 // Bulk requests take the daemon longer: poll longer before
                 // sleeping (about 2 µs per KiB on top of the base budget).
                 let extra = std::time::Duration::from_micros((bytes.len() as u64 / 512).min(5_000));
-                frame::read_frame::<_, Response>(&mut SpinRead(&conn, spin_budget().saturating_add(extra)))
+                frame::read_frame::<_, Response>(&mut SpinRead(
+                    &conn,
+                    spin_budget().saturating_add(extra),
+                ))
             });
         match result {
             Ok(resp) => {
@@ -423,7 +426,10 @@ pub fn finalize() -> CkResult<()> {
 fn spin_budget() -> std::time::Duration {
     static BUDGET: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *BUDGET.get_or_init(|| {
-        let us = std::env::var("P11KMS_SPIN_US").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(50);
+        let us = std::env::var("P11KMS_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(50);
         std::time::Duration::from_micros(us.min(10_000))
     })
 }
@@ -472,7 +478,11 @@ fn spin_until_readable(conn: &UnixStream, budget: std::time::Duration) {
         return;
     }
     let start = std::time::Instant::now();
-    let mut pfd = libc::pollfd { fd: conn.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: conn.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     loop {
         // SAFETY: one valid pollfd, zero timeout.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };

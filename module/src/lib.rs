@@ -357,11 +357,16 @@ struct HandedOut(std::cell::UnsafeCell<[CK_INTERFACE; 2]>);
 // module that returns a mutable static (OpenSC, SoftHSM).
 unsafe impl Sync for HandedOut {}
 
-static HANDED_OUT: HandedOut = HandedOut(std::cell::UnsafeCell::new([INTERFACES[0].0, INTERFACES[1].0]));
+static HANDED_OUT: HandedOut = HandedOut(std::cell::UnsafeCell::new([
+    INTERFACES[0].0,
+    INTERFACES[1].0,
+]));
 static HANDED_OUT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn handed_out(index: usize) -> CK_INTERFACE_PTR {
-    let _g = HANDED_OUT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _g = HANDED_OUT_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let base = HANDED_OUT.0.get().cast::<CK_INTERFACE>();
     // SAFETY: index < 2 (chosen from INTERFACES), the cell is static and
     // writes are serialized by the lock.

@@ -505,10 +505,16 @@ mod tests {
             parse(&mech(vendor::CKM_SM3_SM2DSA, &id, id.len())).map(|m| m.param),
             Ok(MechParam::Bytes(id.to_vec()))
         );
-        let ctr = CK_AES_CTR_PARAMS { ulCounterBits: 128, cb: [1; 16] };
+        let ctr = CK_AES_CTR_PARAMS {
+            ulCounterBits: 128,
+            cb: [1; 16],
+        };
         assert_eq!(
             parse(&mech(vendor::CKM_SM4_CTR, &ctr, 24)).map(|m| m.param),
-            Ok(MechParam::Ctr { counter_bits: 128, cb: [1; 16] })
+            Ok(MechParam::Ctr {
+                counter_bits: 128,
+                cb: [1; 16]
+            })
         );
         let nonce = [2u8; 12];
         let gcm = CK_GCM_PARAMS {
@@ -521,11 +527,19 @@ mod tests {
         };
         assert_eq!(
             parse(&mech(vendor::CKM_SM4_GCM, &gcm, 48)).map(|m| m.param),
-            Ok(MechParam::Gcm { iv: nonce.to_vec(), iv_bits: Some(96), aad: Vec::new(), tag_bits: 128 })
+            Ok(MechParam::Gcm {
+                iv: nonce.to_vec(),
+                iv_bits: Some(96),
+                aad: Vec::new(),
+                tag_bits: 128
+            })
         );
         let n: CK_ULONG = 8;
         for m in [vendor::CKM_SM3_HMAC_GENERAL, vendor::CKM_SM4_MAC_GENERAL] {
-            assert_eq!(parse(&mech(m, &n, 8)).map(|m| m.param), Ok(MechParam::MacLen(8)));
+            assert_eq!(
+                parse(&mech(m, &n, 8)).map(|m| m.param),
+                Ok(MechParam::MacLen(8))
+            );
         }
         let fmt: CK_ULONG = vendor::CKV_P11KMS_SM2_CIPHER_DER as CK_ULONG;
         assert_eq!(

@@ -270,6 +270,6 @@ pub(crate) fn usable_key(
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod gm_tests;
+#[cfg(test)]
+mod tests;

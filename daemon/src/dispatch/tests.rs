@@ -815,17 +815,28 @@ fn find_among_100k_token_objects() {
             Attribute::bool(ck::CKA_PRIVATE, true),
             Attribute::new(ck::CKA_LABEL, format!("big-{i:06}").into_bytes()),
         ];
-        changes.push(ObjectChange::Add(object::build(&t, None, None, Origin::Create, Actor::User).expect("build")));
+        changes.push(ObjectChange::Add(
+            object::build(&t, None, None, Origin::Create, Actor::User).expect("build"),
+        ));
     }
     token.apply(changes).expect("apply");
     let t0 = std::time::Instant::now();
     for i in 0..1000u32 {
-        f.ok(R::FindObjectsInit { session: s, template: vec![Attribute::new(ck::CKA_LABEL, format!("big-{:06}", i * 97).into_bytes())] });
+        f.ok(R::FindObjectsInit {
+            session: s,
+            template: vec![Attribute::new(
+                ck::CKA_LABEL,
+                format!("big-{:06}", i * 97).into_bytes(),
+            )],
+        });
         match f.call(R::FindObjects { session: s, max: 4 }) {
             Response::Handles(h) => assert_eq!(h.len(), 1),
             other => panic!("{other:?}"),
         }
         f.ok(R::FindObjectsFinal { session: s });
     }
-    eprintln!("find by label among 100,000: {:?} per lookup", t0.elapsed() / 1000);
+    eprintln!(
+        "find by label among 100,000: {:?} per lookup",
+        t0.elapsed() / 1000
+    );
 }

@@ -907,16 +907,20 @@ fn import(
             .map(Zeroizing::new)
     };
     let material = match how {
-        Wrapping::RsaAesKeyWrap => i.token.registry.get(ck::CKM_RSA_AES_KEY_WRAP).and_then(|m| {
-            m.unwrap(
-                &MechParam::RsaAesKeyWrap {
-                    aes_key_bits: 256,
-                    oaep: Some(Box::new(oaep(ck::CKM_SHA256, ck::CKG_MGF1_SHA256))),
-                },
-                &ik_key,
-                wrapped,
-            )
-        }),
+        Wrapping::RsaAesKeyWrap => i
+            .token
+            .registry
+            .get(ck::CKM_RSA_AES_KEY_WRAP)
+            .and_then(|m| {
+                m.unwrap(
+                    &MechParam::RsaAesKeyWrap {
+                        aes_key_bits: 256,
+                        oaep: Some(Box::new(oaep(ck::CKM_SHA256, ck::CKG_MGF1_SHA256))),
+                    },
+                    &ik_key,
+                    wrapped,
+                )
+            }),
         Wrapping::Oaep(hash, mgf) => decrypt_with(ck::CKM_RSA_PKCS_OAEP, &oaep(hash, mgf)),
         Wrapping::Sm2Pke => decrypt_with(vendor::CKM_SM2_ENCRYPT, &MechParam::None),
     }

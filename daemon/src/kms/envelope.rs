@@ -35,7 +35,11 @@ impl Mechanism for EnvelopeInfo {
         vendor::CKM_P11KMS_AES_GCM_ENVELOPE
     }
     fn info(&self) -> MechanismInfo {
-        MechanismInfo { min_key_size: 16, max_key_size: 32, flags: ck::CKF_ENCRYPT | ck::CKF_DECRYPT }
+        MechanismInfo {
+            min_key_size: 16,
+            max_key_size: 32,
+            flags: ck::CKF_ENCRYPT | ck::CKF_DECRYPT,
+        }
     }
 }
 
@@ -47,7 +51,9 @@ fn aad_of(param: &MechParam) -> Result<Vec<u8>> {
     match param {
         MechParam::None => Ok(Vec::new()),
         MechParam::Bytes(b) => Ok(b.clone()),
-        _ => Err(Error::param_invalid("envelope parameter is the AAD bytes or nothing")),
+        _ => Err(Error::param_invalid(
+            "envelope parameter is the AAD bytes or nothing",
+        )),
     }
 }
 
@@ -65,7 +71,8 @@ fn check_key(o: &Object) -> Result<(String, u32, u64)> {
             ))
         }
     };
-    let id = String::from_utf8_lossy(a.get(vendor::CKA_P11KMS_KEY_ID).unwrap_or_default()).into_owned();
+    let id =
+        String::from_utf8_lossy(a.get(vendor::CKA_P11KMS_KEY_ID).unwrap_or_default()).into_owned();
     let version = a.ulong(vendor::CKA_P11KMS_KEY_VERSION).unwrap_or(1) as u32;
     if id.is_empty() || id.len() > 255 {
         return Err(Error::key_type_inconsistent());
@@ -74,7 +81,12 @@ fn check_key(o: &Object) -> Result<(String, u32, u64)> {
 }
 
 fn gcm_param(iv: &[u8], aad: Vec<u8>) -> MechParam {
-    MechParam::Gcm { iv: iv.to_vec(), iv_bits: None, aad, tag_bits: 128 }
+    MechParam::Gcm {
+        iv: iv.to_vec(),
+        iv_bits: None,
+        aad,
+        tag_bits: 128,
+    }
 }
 
 fn header(key_id: &str, version: u32) -> Vec<u8> {
@@ -98,9 +110,16 @@ pub struct Encrypt {
 }
 
 /// Start an envelope encryption with `o` (the key's primary object).
-pub fn encrypt_init(registry: &Registry, o: &Object, param: &MechParam) -> Result<Box<dyn CipherOp>> {
+pub fn encrypt_init(
+    registry: &Registry,
+    o: &Object,
+    param: &MechParam,
+) -> Result<Box<dyn CipherOp>> {
     if crate::kms::is_version_object(&o.attrs()) {
-        return Err(Error::new(ck::CKR_KEY_FUNCTION_NOT_PERMITTED, "older key versions only decrypt"));
+        return Err(Error::new(
+            ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
+            "older key versions only decrypt",
+        ));
     }
     let (id, version, gcm) = check_key(o)?;
     Ok(Box::new(Encrypt {
@@ -115,10 +134,14 @@ pub fn encrypt_init(registry: &Registry, o: &Object, param: &MechParam) -> Resul
 impl Encrypt {
     fn seal(&mut self) -> Result<Vec<u8>> {
         let mut iv = [0u8; IV_LEN];
-        getrandom::fill(&mut iv).map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
+        getrandom::fill(&mut iv)
+            .map_err(|e| Error::new(ck::CKR_DEVICE_ERROR, format!("getrandom: {e}")))?;
         let mut aad = self.header.clone();
         aad.extend_from_slice(&self.aad);
-        let ct = self.gcm.encrypt_init(&self.key, &gcm_param(&iv, aad))?.oneshot(&self.buf)?;
+        let ct = self
+            .gcm
+            .encrypt_init(&self.key, &gcm_param(&iv, aad))?
+            .oneshot(&self.buf)?;
         let mut out = self.header.clone();
         out.extend_from_slice(&iv);
         out.extend_from_slice(&ct);
@@ -163,7 +186,13 @@ pub struct Decrypt {
 pub fn decrypt_init(token: Arc<Token>, o: &Object, param: &MechParam) -> Result<Box<dyn CipherOp>> {
     let (key_id, _, gcm) = check_key(o)?;
     let gcm = token.registry.get(gcm)?.clone();
-    Ok(Box::new(Decrypt { token, gcm, key_id, aad: aad_of(param)?, buf: Vec::new() }))
+    Ok(Box::new(Decrypt {
+        token,
+        gcm,
+        key_id,
+        aad: aad_of(param)?,
+        buf: Vec::new(),
+    }))
 }
 
 fn bad() -> Error {
@@ -174,7 +203,10 @@ impl Decrypt {
     fn open(&mut self) -> Result<Vec<u8>> {
         let data = std::mem::take(&mut self.buf);
         if data.len() < 6 || &data[..4] != MAGIC || data[4] != FORMAT {
-            return Err(Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, "not an envelope ciphertext"));
+            return Err(Error::new(
+                ck::CKR_ENCRYPTED_DATA_INVALID,
+                "not an envelope ciphertext",
+            ));
         }
         let id_len = data[5] as usize;
         let hdr_len = 6 + id_len + 4;
@@ -183,7 +215,10 @@ impl Decrypt {
         }
         let key_id = std::str::from_utf8(&data[6..6 + id_len]).map_err(|_| bad())?;
         if key_id != self.key_id {
-            return Err(Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, format!("ciphertext belongs to key {key_id}")));
+            return Err(Error::new(
+                ck::CKR_ENCRYPTED_DATA_INVALID,
+                format!("ciphertext belongs to key {key_id}"),
+            ));
         }
         let version = u32::from_be_bytes(data[6 + id_len..hdr_len].try_into().map_err(|_| bad())?);
         let obj = self
@@ -192,9 +227,18 @@ impl Decrypt {
             .into_iter()
             .filter(|o| o.class == ck::CKO_SECRET_KEY)
             .find(|o| o.attrs().ulong(vendor::CKA_P11KMS_KEY_VERSION) == Some(u64::from(version)))
-            .ok_or_else(|| Error::new(ck::CKR_ENCRYPTED_DATA_INVALID, format!("key {key_id} has no version {version}")))?;
-        if obj.attrs().ulong(vendor::CKA_P11KMS_KEY_STATE) != Some(vendor::CKV_P11KMS_STATE_ENABLED) {
-            return Err(Error::new(ck::CKR_KEY_FUNCTION_NOT_PERMITTED, "key is not enabled"));
+            .ok_or_else(|| {
+                Error::new(
+                    ck::CKR_ENCRYPTED_DATA_INVALID,
+                    format!("key {key_id} has no version {version}"),
+                )
+            })?;
+        if obj.attrs().ulong(vendor::CKA_P11KMS_KEY_STATE) != Some(vendor::CKV_P11KMS_STATE_ENABLED)
+        {
+            return Err(Error::new(
+                ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
+                "key is not enabled",
+            ));
         }
         let mut aad = data[..hdr_len].to_vec();
         aad.extend_from_slice(&self.aad);
@@ -202,7 +246,13 @@ impl Decrypt {
         self.gcm
             .decrypt_init(&obj.key()?, &gcm_param(iv, aad))?
             .oneshot(&data[hdr_len + IV_LEN..])
-            .map_err(|e| if e.rv == ck::CKR_ENCRYPTED_DATA_LEN_RANGE { e } else { bad() })
+            .map_err(|e| {
+                if e.rv == ck::CKR_ENCRYPTED_DATA_LEN_RANGE {
+                    e
+                } else {
+                    bad()
+                }
+            })
     }
 }
 

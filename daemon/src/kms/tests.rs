@@ -622,13 +622,26 @@ fn import_of_key_material() {
 fn sm2pke_import_and_sm4_envelope() {
     let f = fixture();
     // SM2PKE goes with EC_SM2 only.
-    f.key(C::KeyCreate(KeyCreate { alias: Some("sm-byok".into()), origin: Some("EXTERNAL".into()), ..Default::default() }));
+    f.key(C::KeyCreate(KeyCreate {
+        alias: Some("sm-byok".into()),
+        origin: Some("EXTERNAL".into()),
+        ..Default::default()
+    }));
     let mismatch = f.admin(C::ImportParams {
         key: "sm-byok".into(),
         wrapping_algorithm: "SM2PKE".into(),
         wrapping_key_spec: "RSA_2048".into(),
     });
-    assert!(matches!(mismatch, AdminReply::Failed { rv: ck::CKR_ARGUMENTS_BAD, .. }), "{mismatch:?}");
+    assert!(
+        matches!(
+            mismatch,
+            AdminReply::Failed {
+                rv: ck::CKR_ARGUMENTS_BAD,
+                ..
+            }
+        ),
+        "{mismatch:?}"
+    );
     let AdminReply::ImportParams(p) = f.admin(C::ImportParams {
         key: "sm-byok".into(),
         wrapping_algorithm: "SM2PKE".into(),
@@ -641,7 +654,10 @@ fn sm2pke_import_and_sm4_envelope() {
     let ik_pub = token
         .all_objects()
         .into_iter()
-        .find(|o| o.class == ck::CKO_PUBLIC_KEY && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-EC_SM2".as_slice()))
+        .find(|o| {
+            o.class == ck::CKO_PUBLIC_KEY
+                && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-EC_SM2".as_slice())
+        })
         .expect("SM2 import public key");
     let pubkey: Arc<Key> = ik_pub.key().expect("key");
     let material = [0x5au8; 32];
@@ -653,15 +669,29 @@ fn sm2pke_import_and_sm4_envelope() {
         .expect("init")
         .oneshot(&material)
         .expect("encrypt");
-    let k = f.key(C::Import { key: "sm-byok".into(), import_token: p.import_token, material: wrapped, expires_unix: None });
-    assert_eq!((k.state.as_str(), k.origin.as_str()), ("Enabled", "EXTERNAL"));
+    let k = f.key(C::Import {
+        key: "sm-byok".into(),
+        import_token: p.import_token,
+        material: wrapped,
+        expires_unix: None,
+    });
+    assert_eq!(
+        (k.state.as_str(), k.origin.as_str()),
+        ("Enabled", "EXTERNAL")
+    );
 
     // An SM4 CMK: the envelope uses SM4-GCM and survives rotation.
-    f.key(C::KeyCreate(KeyCreate { spec: Some("SM4".into()), alias: Some("sm4k".into()), ..Default::default() }));
+    f.key(C::KeyCreate(KeyCreate {
+        spec: Some("SM4".into()),
+        alias: Some("sm4k".into()),
+        ..Default::default()
+    }));
     let h = f.find_label("sm4k")[0];
     let old = f.encrypt(h, envelope(), b"gm row").expect("SM4 envelope");
     f.key(C::KeyRotate { key: "sm4k".into() });
-    let new = f.encrypt(h, envelope(), b"gm row 2").expect("SM4 envelope after rotation");
+    let new = f
+        .encrypt(h, envelope(), b"gm row 2")
+        .expect("SM4 envelope after rotation");
     assert_eq!(f.decrypt(h, envelope(), &old).expect("old"), b"gm row");
     assert_eq!(f.decrypt(h, envelope(), &new).expect("new"), b"gm row 2");
 }
@@ -671,7 +701,11 @@ fn sm2pke_import_and_sm4_envelope() {
 #[test]
 fn pkcs11_unwrap_with_the_import_key() {
     let f = fixture();
-    f.key(C::KeyCreate(KeyCreate { alias: Some("ext".into()), origin: Some("EXTERNAL".into()), ..Default::default() }));
+    f.key(C::KeyCreate(KeyCreate {
+        alias: Some("ext".into()),
+        origin: Some("EXTERNAL".into()),
+        ..Default::default()
+    }));
     let AdminReply::ImportParams(_) = f.admin(C::ImportParams {
         key: "ext".into(),
         wrapping_algorithm: "RSAES_OAEP_SHA_256".into(),
@@ -683,17 +717,34 @@ fn pkcs11_unwrap_with_the_import_key() {
     let private = ik
         .iter()
         .copied()
-        .find(|h| f.attr(*h, ck::CKA_CLASS) == AttrResult::Value(ck::CKO_PRIVATE_KEY.to_le_bytes().to_vec()))
+        .find(|h| {
+            f.attr(*h, ck::CKA_CLASS)
+                == AttrResult::Value(ck::CKO_PRIVATE_KEY.to_le_bytes().to_vec())
+        })
         .expect("import private key visible to the user");
-    let public = ik.iter().copied().find(|h| *h != private).expect("import public key");
+    let public = ik
+        .iter()
+        .copied()
+        .find(|h| *h != private)
+        .expect("import public key");
     assert_eq!(f.attr(private, ck::CKA_VALUE), AttrResult::Invalid);
-    assert_eq!(f.attr(private, ck::CKA_PRIVATE_EXPONENT), AttrResult::Sensitive);
+    assert_eq!(
+        f.attr(private, ck::CKA_PRIVATE_EXPONENT),
+        AttrResult::Sensitive
+    );
     let oaep = Mechanism {
         mech: ck::CKM_RSA_PKCS_OAEP,
-        param: MechParam::Oaep { hash: ck::CKM_SHA256, mgf: ck::CKG_MGF1_SHA256, source: ck::CKZ_DATA_SPECIFIED, source_data: vec![] },
+        param: MechParam::Oaep {
+            hash: ck::CKM_SHA256,
+            mgf: ck::CKG_MGF1_SHA256,
+            source: ck::CKZ_DATA_SPECIFIED,
+            source_data: vec![],
+        },
     };
     let material = [0x17u8; 32];
-    let wrapped = f.encrypt(public, oaep.clone(), &material).expect("OAEP encrypt with the import public key");
+    let wrapped = f
+        .encrypt(public, oaep.clone(), &material)
+        .expect("OAEP encrypt with the import public key");
     let created = f.call(R::UnwrapKey {
         session: f.s,
         mech: oaep,
@@ -706,13 +757,25 @@ fn pkcs11_unwrap_with_the_import_key() {
             Attribute::new(ck::CKA_LABEL, b"byok-via-pkcs11".to_vec()),
         ],
     });
-    let Response::Handle(k) = created else { panic!("{created:?}") };
-    assert_eq!(f.attr(k, vendor::CKA_P11KMS_ORIGIN), AttrResult::Value(vendor::CKV_P11KMS_ORIGIN_EXTERNAL.to_le_bytes().to_vec()));
+    let Response::Handle(k) = created else {
+        panic!("{created:?}")
+    };
+    assert_eq!(
+        f.attr(k, vendor::CKA_P11KMS_ORIGIN),
+        AttrResult::Value(vendor::CKV_P11KMS_ORIGIN_EXTERNAL.to_le_bytes().to_vec())
+    );
     assert_eq!(f.attr(k, ck::CKA_LOCAL), AttrResult::Value(vec![0]));
-    assert_eq!(f.attr(k, ck::CKA_VALUE_LEN), AttrResult::Value(32u64.to_le_bytes().to_vec()));
+    assert_eq!(
+        f.attr(k, ck::CKA_VALUE_LEN),
+        AttrResult::Value(32u64.to_le_bytes().to_vec())
+    );
     // The import key can only unwrap: it cannot sign or decrypt data.
     assert_eq!(
-        f.call(R::SignInit { session: f.s, mech: Mechanism::new(ck::CKM_SHA256_RSA_PKCS), key: private }),
+        f.call(R::SignInit {
+            session: f.s,
+            mech: Mechanism::new(ck::CKM_SHA256_RSA_PKCS),
+            key: private
+        }),
         Response::Error(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
     );
 }

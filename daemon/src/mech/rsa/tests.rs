@@ -784,7 +784,10 @@ fn rsa2048_sign_throughput() {
     let der = crate::mech::provider::rsa_generate(2048, 65537).expect("generate");
     let key = crate::mech::provider::RsaPrivate::from_pkcs8(&der).expect("parse");
     let digest_info = [
-        &[0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20][..],
+        &[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ][..],
         &[7u8; 32][..],
     ]
     .concat();
@@ -793,5 +796,8 @@ fn rsa2048_sign_throughput() {
     for _ in 0..n {
         key.sign_pkcs1(&digest_info).expect("sign");
     }
-    eprintln!("RSA-2048 PKCS#1 v1.5 sign in-process: {:.0}/s", n as f64 / t0.elapsed().as_secs_f64());
+    eprintln!(
+        "RSA-2048 PKCS#1 v1.5 sign in-process: {:.0}/s",
+        n as f64 / t0.elapsed().as_secs_f64()
+    );
 }

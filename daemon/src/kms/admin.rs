@@ -73,15 +73,15 @@ fn prohibited(msg: impl Into<String>) -> Error {
 fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
     let t = &i.token;
     match cmd {
-        AdminCommand::KeyCreate(c) => create(i, &c).map(|o| AdminReply::Key(describe(t, &o))),
+        AdminCommand::KeyCreate(c) => create(i, &c).map(|o| AdminReply::Key(describe(&o))),
         AdminCommand::KeyList => Ok(AdminReply::Keys(
             t.all_objects()
                 .iter()
                 .filter(|o| is_primary(t, o))
-                .map(|o| describe(t, o))
+                .map(|o| describe(o))
                 .collect(),
         )),
-        AdminCommand::KeyDescribe { key } => Ok(AdminReply::Key(describe(t, &*resolve(t, &key)?))),
+        AdminCommand::KeyDescribe { key } => Ok(AdminReply::Key(describe(&*resolve(t, &key)?))),
         AdminCommand::KeyEnable { key } => {
             let o = resolve(t, &key)?;
             protect(&o)?;
@@ -95,7 +95,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
                 }
             }
             set_state(i, &o, vendor::CKV_P11KMS_STATE_ENABLED, |_| {})?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
         AdminCommand::KeyDisable { key } => {
             let o = resolve(t, &key)?;
@@ -110,7 +110,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
                 }
             }
             set_state(i, &o, vendor::CKV_P11KMS_STATE_DISABLED, |_| {})?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
         AdminCommand::KeyScheduleDeletion { key, pending_days } => {
             let o = resolve(t, &key)?;
@@ -134,7 +134,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             set_state(i, &o, vendor::CKV_P11KMS_STATE_PENDING_DELETION, |m| {
                 m.deletion = Some(when)
             })?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
         AdminCommand::KeyCancelDeletion { key } => {
             let o = resolve(t, &key)?;
@@ -147,17 +147,17 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
                 vendor::CKV_P11KMS_STATE_PENDING_IMPORT
             };
             set_state(i, &o, next, |m| m.deletion = None)?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
         AdminCommand::KeyRotate { key } => {
             let o = resolve(t, &key)?;
             protect(&o)?;
             rotate(i, &o)?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
-        AdminCommand::KeyVersions { key } => Ok(AdminReply::Versions(
-            describe(t, &*resolve(t, &key)?).versions,
-        )),
+        AdminCommand::KeyVersions { key } => {
+            Ok(AdminReply::Versions(describe(&*resolve(t, &key)?).versions))
+        }
         AdminCommand::KeySetRotation { key, interval_days } => {
             let o = resolve(t, &key)?;
             protect(&o)?;
@@ -174,7 +174,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
                 m.rotation_interval_days = interval_days;
                 m.next_rotation = interval_days.map(|n| now() + u64::from(n) * DAY);
             })?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
         AdminCommand::AliasAdd { key, alias } => {
             check_alias(&alias)?;
@@ -195,7 +195,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
                 m.store(&mut a)?;
             }
             t.apply(vec![ObjectChange::Update(o.clone(), a)])?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
         AdminCommand::AliasRemove { alias } => {
             let o = resolve(t, &alias)?;
@@ -214,7 +214,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             }
             m.store(&mut a)?;
             t.apply(vec![ObjectChange::Update(o.clone(), a)])?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
         AdminCommand::KeyTag { key, set, remove } => {
             let o = resolve(t, &key)?;
@@ -225,7 +225,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
                 m.tags.extend(set);
                 m.tags.sort();
             })?;
-            Ok(AdminReply::Key(describe(t, &o)))
+            Ok(AdminReply::Key(describe(&o)))
         }
         AdminCommand::ImportParams {
             key,
@@ -241,7 +241,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
         } => {
             let material = Zeroizing::new(material);
             import(d, i, &key, &import_token, &material, expires_unix)?;
-            Ok(AdminReply::Key(describe(t, &*resolve(t, &key)?)))
+            Ok(AdminReply::Key(describe(&*resolve(t, &key)?)))
         }
     }
 }

@@ -208,7 +208,7 @@ pub const P384_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 pub const P521_OID: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
 
 /// Metadata of a key for the CLI.
-pub fn describe(token: &Token, primary: &Object) -> KeyMetadata {
+pub fn describe(primary: &Object) -> KeyMetadata {
     let a = primary.attrs();
     let meta = KeyMeta::of(&a);
     let key_id =
@@ -247,7 +247,6 @@ pub fn describe(token: &Token, primary: &Object) -> KeyMetadata {
     } else {
         "KMS"
     };
-    let _ = token;
     KeyMetadata {
         key_id,
         aliases,

@@ -149,14 +149,6 @@ impl SealedStore {
         self.raw()?.apply(&raw_changes)
     }
 
-    pub fn delete(&self, kind: RecordKind, id: u64) -> Result<()> {
-        self.raw()?.apply(&[Change::Delete {
-            instance: self.instance.clone(),
-            kind,
-            id,
-        }])
-    }
-
     /// Wipe all objects and write the new token record, atomically.
     pub fn reinit(&self, token_plain: &[u8]) -> Result<()> {
         let blob = self.sealer.seal(RecordKind::Token, 0, token_plain)?;

@@ -456,28 +456,20 @@ impl Token {
 
     /// Persist and publish a new token object.
     pub fn add_object(&self, attrs: Attrs) -> Result<Arc<Object>> {
-        let id = self.allocate_id();
-        self.store.put(RecordKind::Object, id, &attrs.to_bytes()?)?;
-        let o = Arc::new(Object::new(id, attrs));
-        self.objs_mut().insert(o.clone());
-        Ok(o)
+        let id = self.apply(vec![ObjectChange::Add(attrs)])?;
+        id.first()
+            .and_then(|id| self.get(*id))
+            .ok_or_else(|| Error::general("new object vanished"))
     }
 
     /// Persist and apply new attributes for a token object.
     pub fn update_object(&self, o: &Arc<Object>, attrs: Attrs) -> Result<()> {
-        self.store
-            .put(RecordKind::Object, o.id, &attrs.to_bytes()?)?;
-        let mut objs = self.objs_mut();
-        objs.remove(o.id);
-        o.replace(attrs);
-        objs.insert(o.clone());
-        Ok(())
+        self.apply(vec![ObjectChange::Update(o.clone(), attrs)])
+            .map(drop)
     }
 
     pub fn destroy_object(&self, id: u64) -> Result<()> {
-        self.store.delete(RecordKind::Object, id)?;
-        self.objs_mut().remove(id);
-        Ok(())
+        self.apply(vec![ObjectChange::Destroy(id)]).map(drop)
     }
 
     /// Every token object of a KMS key (primary, other half of a pair,
@@ -531,11 +523,7 @@ impl Token {
         for p in prepared {
             match p {
                 Prepared::Add(id, attrs) => objs.insert(Arc::new(Object::new(id, attrs))),
-                Prepared::Update(o, attrs) => {
-                    objs.remove(o.id);
-                    o.replace(attrs);
-                    objs.insert(o);
-                }
+                Prepared::Update(o, attrs) => objs.update(&o, attrs),
                 Prepared::Destroy(id) => {
                     objs.remove(id);
                 }

@@ -705,13 +705,10 @@ fn wrapping(alg: &str, spec: &str) -> Result<Wrapping> {
     Ok(w)
 }
 
-fn import_allowed(d: &Daemon, i: &Instance) -> Result<()> {
-    if d.config
-        .instances
-        .iter()
-        .find(|c| c.name == i.name)
-        .is_some_and(|c| !c.allow_import)
-    {
+/// The token already carries the instance's `allow_import` setting; the
+/// PKCS#11 paths check the same field.
+fn import_allowed(i: &Instance) -> Result<()> {
+    if !i.token.allow_import {
         return Err(prohibited(
             "this instance only takes keys generated inside it (allow_import = false)",
         ));
@@ -788,7 +785,7 @@ fn import_params(
     alg: &str,
     spec: &str,
 ) -> Result<ImportParams> {
-    import_allowed(d, i)?;
+    import_allowed(i)?;
     wrapping(alg, spec)?;
     let o = resolve(&i.token, key)?;
     protect(&o)?;
@@ -857,7 +854,7 @@ fn import(
     wrapped: &[u8],
     expires: Option<u64>,
 ) -> Result<()> {
-    import_allowed(d, i)?;
+    import_allowed(i)?;
     let o = resolve(&i.token, key)?;
     protect(&o)?;
     let key_id = super::key_id_of(&o).unwrap_or_default();

@@ -63,9 +63,9 @@ pub fn info(flags: u64) -> MechanismInfo {
 /// Register the mechanisms of this file and their known-answer test.
 pub fn register(r: &mut Registry) {
     r.add(AesKeyGen);
-    r.add(AesMode(Mode::Ecb));
-    r.add(AesMode(Mode::Cbc));
-    r.add(AesMode(Mode::CbcPad));
+    r.add(BlockMode::<AesBlock>::new(Mode::Ecb));
+    r.add(BlockMode::<AesBlock>::new(Mode::Cbc));
+    r.add(BlockMode::<AesBlock>::new(Mode::CbcPad));
     r.add(AesCtr);
     r.add_self_test("AES-CBC (SP 800-38A F.2.1)", self_test);
 }
@@ -141,15 +141,50 @@ pub enum Mode {
     CbcPad,
 }
 
-/// ECB, CBC and CBC-PAD: the block modes.
-struct AesMode(Mode);
+/// A 128-bit block cipher offered in ECB, CBC and CBC-PAD (AES, SM4): its
+/// mechanism codes, key sizes and how its key schedule is made.
+pub trait ModeCipher: Block16 + Sized {
+    /// `CKM_*` codes of its ECB, CBC and CBC-PAD mechanisms.
+    const CODES: [u64; 3];
+    /// `C_GetMechanismInfo` with these flags.
+    fn mech_info(flags: u64) -> MechanismInfo;
+    fn for_key(key: &Key) -> Result<Self>;
+    fn for_wrapping_key(key: &Key) -> Result<Self>;
+    fn for_unwrapping_key(key: &Key) -> Result<Self>;
+}
 
-impl Mechanism for AesMode {
+impl ModeCipher for AesBlock {
+    const CODES: [u64; 3] = [ck::CKM_AES_ECB, ck::CKM_AES_CBC, ck::CKM_AES_CBC_PAD];
+    fn mech_info(flags: u64) -> MechanismInfo {
+        info(flags)
+    }
+    fn for_key(key: &Key) -> Result<Self> {
+        AesBlock::for_key(key)
+    }
+    fn for_wrapping_key(key: &Key) -> Result<Self> {
+        AesBlock::for_wrapping_key(key)
+    }
+    fn for_unwrapping_key(key: &Key) -> Result<Self> {
+        AesBlock::for_unwrapping_key(key)
+    }
+}
+
+/// ECB, CBC and CBC-PAD over any [`ModeCipher`]: one implementation for
+/// AES and SM4.
+pub struct BlockMode<C>(pub Mode, std::marker::PhantomData<fn() -> C>);
+
+impl<C> BlockMode<C> {
+    pub fn new(mode: Mode) -> Self {
+        BlockMode(mode, std::marker::PhantomData)
+    }
+}
+
+impl<C: ModeCipher> Mechanism for BlockMode<C> {
     fn mech(&self) -> u64 {
         match self.0 {
-            Mode::Ecb => ck::CKM_AES_ECB,
-            Mode::Cbc => ck::CKM_AES_CBC,
-            Mode::CbcPad => ck::CKM_AES_CBC_PAD,
+            Mode::Ecb => C::CODES[0],
+            Mode::Cbc => C::CODES[1],
+            Mode::CbcPad => C::CODES[2],
         }
     }
     fn info(&self) -> MechanismInfo {
@@ -157,13 +192,13 @@ impl Mechanism for AesMode {
         if self.0 == Mode::CbcPad {
             flags |= ck::CKF_WRAP | ck::CKF_UNWRAP;
         }
-        info(flags)
+        C::mech_info(flags)
     }
     fn encrypt_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn CipherOp>> {
         Ok(Box::new(BlockOp::new(
             self.0,
             true,
-            AesBlock::for_key(key)?,
+            C::for_key(key)?,
             param,
         )?))
     }
@@ -171,7 +206,7 @@ impl Mechanism for AesMode {
         Ok(Box::new(BlockOp::new(
             self.0,
             false,
-            AesBlock::for_key(key)?,
+            C::for_key(key)?,
             param,
         )?))
     }
@@ -182,13 +217,7 @@ impl Mechanism for AesMode {
         key_len: usize,
     ) -> Result<usize> {
         self.wrap_only()?;
-        BlockOp::new(
-            self.0,
-            true,
-            AesBlock::for_wrapping_key(wrapping_key)?,
-            param,
-        )?
-        .oneshot_len(key_len)
+        BlockOp::new(self.0, true, C::for_wrapping_key(wrapping_key)?, param)?.oneshot_len(key_len)
     }
     /// CBC-PAD wrap: the key value encrypted with PKCS#7 padding
     /// (PKCS#11 3.0 current mechanisms §2.10.7).
@@ -199,13 +228,7 @@ impl Mechanism for AesMode {
         key_value: &[u8],
     ) -> Result<Vec<u8>> {
         self.wrap_only()?;
-        BlockOp::new(
-            self.0,
-            true,
-            AesBlock::for_wrapping_key(wrapping_key)?,
-            param,
-        )?
-        .oneshot(key_value)
+        BlockOp::new(self.0, true, C::for_wrapping_key(wrapping_key)?, param)?.oneshot(key_value)
     }
     fn unwrap(
         &self,
@@ -214,12 +237,7 @@ impl Mechanism for AesMode {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         self.wrap_only()?;
-        let mut op = BlockOp::new(
-            self.0,
-            false,
-            AesBlock::for_unwrapping_key(unwrapping_key)?,
-            param,
-        )?;
+        let mut op = BlockOp::new(self.0, false, C::for_unwrapping_key(unwrapping_key)?, param)?;
         op.oneshot(wrapped)
             .map(Zeroizing::new)
             .map_err(|e| match e.rv {
@@ -232,7 +250,7 @@ impl Mechanism for AesMode {
     }
 }
 
-impl AesMode {
+impl<C> BlockMode<C> {
     fn wrap_only(&self) -> Result<()> {
         if self.0 == Mode::CbcPad {
             Ok(())

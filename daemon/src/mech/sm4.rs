@@ -21,7 +21,7 @@ use p11kms_protocol::{vendor, MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
-use super::aes::{no_param, random, whole, BlockOp, CtrOp, Mode, BLOCK};
+use super::aes::{no_param, random, whole, BlockMode, BlockOp, CtrOp, Mode, ModeCipher, BLOCK};
 use super::gcm::{gcm_over, GcmOp};
 use super::hmac::verify_mac;
 use super::{CipherOp, GeneratedKey, Key, Mechanism, Registry, SignOp, VerifyOp};
@@ -33,9 +33,10 @@ pub const KEY_BYTES: usize = 16;
 /// Register the SM4 mechanisms and their known-answer tests.
 pub fn register(r: &mut Registry) {
     r.add(Sm4KeyGen);
-    r.add(Sm4Mode(Mode::Ecb));
-    r.add(Sm4Mode(Mode::Cbc));
-    r.add(Sm4Mode(Mode::CbcPad));
+    // ECB, CBC, CBC-PAD: the AES block-mode mechanism over SM4.
+    r.add(BlockMode::<Sm4Block>::new(Mode::Ecb));
+    r.add(BlockMode::<Sm4Block>::new(Mode::Cbc));
+    r.add(BlockMode::<Sm4Block>::new(Mode::CbcPad));
     r.add(Sm4Ctr);
     r.add(Sm4Gcm);
     r.add(Sm4Mac { general: false });
@@ -154,100 +155,23 @@ impl Mechanism for Sm4KeyGen {
 
 // ---------------------------------------------------------------- block modes
 
-/// `CKM_SM4_ECB`, `CKM_SM4_CBC`, `CKM_SM4_CBC_PAD`.
-struct Sm4Mode(Mode);
-
-impl Mechanism for Sm4Mode {
-    fn mech(&self) -> u64 {
-        match self.0 {
-            Mode::Ecb => vendor::CKM_SM4_ECB,
-            Mode::Cbc => vendor::CKM_SM4_CBC,
-            Mode::CbcPad => vendor::CKM_SM4_CBC_PAD,
-        }
-    }
-    fn info(&self) -> MechanismInfo {
-        let mut flags = ck::CKF_ENCRYPT | ck::CKF_DECRYPT;
-        if self.0 == Mode::CbcPad {
-            flags |= ck::CKF_WRAP | ck::CKF_UNWRAP;
-        }
+impl ModeCipher for Sm4Block {
+    const CODES: [u64; 3] = [
+        vendor::CKM_SM4_ECB,
+        vendor::CKM_SM4_CBC,
+        vendor::CKM_SM4_CBC_PAD,
+    ];
+    fn mech_info(flags: u64) -> MechanismInfo {
         info(flags)
     }
-    fn encrypt_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn CipherOp>> {
-        Ok(Box::new(BlockOp::new(
-            self.0,
-            true,
-            Sm4Block::for_key(key)?,
-            param,
-        )?))
+    fn for_key(key: &Key) -> Result<Self> {
+        Sm4Block::for_key(key)
     }
-    fn decrypt_init(&self, key: &Arc<Key>, param: &MechParam) -> Result<Box<dyn CipherOp>> {
-        Ok(Box::new(BlockOp::new(
-            self.0,
-            false,
-            Sm4Block::for_key(key)?,
-            param,
-        )?))
+    fn for_wrapping_key(key: &Key) -> Result<Self> {
+        Sm4Block::for_wrapping_key(key)
     }
-    fn wrap_len(
-        &self,
-        param: &MechParam,
-        wrapping_key: &Arc<Key>,
-        key_len: usize,
-    ) -> Result<usize> {
-        self.wrap_only()?;
-        BlockOp::new(
-            self.0,
-            true,
-            Sm4Block::for_wrapping_key(wrapping_key)?,
-            param,
-        )?
-        .oneshot_len(key_len)
-    }
-    fn wrap(
-        &self,
-        param: &MechParam,
-        wrapping_key: &Arc<Key>,
-        key_value: &[u8],
-    ) -> Result<Vec<u8>> {
-        self.wrap_only()?;
-        BlockOp::new(
-            self.0,
-            true,
-            Sm4Block::for_wrapping_key(wrapping_key)?,
-            param,
-        )?
-        .oneshot(key_value)
-    }
-    fn unwrap(
-        &self,
-        param: &MechParam,
-        unwrapping_key: &Arc<Key>,
-        wrapped: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>> {
-        self.wrap_only()?;
-        BlockOp::new(
-            self.0,
-            false,
-            Sm4Block::for_unwrapping_key(unwrapping_key)?,
-            param,
-        )?
-        .oneshot(wrapped)
-        .map(Zeroizing::new)
-        .map_err(|e| match e.rv {
-            ck::CKR_ENCRYPTED_DATA_LEN_RANGE => Error::new(ck::CKR_WRAPPED_KEY_LEN_RANGE, e.msg),
-            ck::CKR_ENCRYPTED_DATA_INVALID => Error::new(ck::CKR_WRAPPED_KEY_INVALID, e.msg),
-            _ => e,
-        })
-    }
-}
-
-impl Sm4Mode {
-    fn wrap_only(&self) -> Result<()> {
-        if self.0 == Mode::CbcPad {
-            Ok(())
-        } else {
-            Err(Error::mechanism_invalid())
-        }
+    fn for_unwrapping_key(key: &Key) -> Result<Self> {
+        Sm4Block::for_unwrapping_key(key)
     }
 }
 

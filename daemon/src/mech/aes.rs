@@ -39,17 +39,23 @@ pub trait Block16:
     + Sync
     + 'static
 {
+    /// CBC-encrypt whole blocks in place, chained from `iv`, which becomes
+    /// the last ciphertext block. CBC encryption cannot be parallelized,
+    /// so a cipher with a faster chained path (SM4's) overrides this.
+    fn cbc_encrypt(&self, iv: &mut [u8; BLOCK], blocks: &mut [[u8; BLOCK]]) {
+        for block in blocks {
+            for (b, v) in block.iter_mut().zip(iv.iter()) {
+                *b ^= v;
+            }
+            let mut a = Array::from(*block);
+            self.encrypt_block(&mut a);
+            *block = a.into();
+            *iv = *block;
+        }
+    }
 }
 
-impl<C> Block16 for C where
-    C: BlockCipherEncrypt<BlockSize = U16>
-        + BlockCipherDecrypt<BlockSize = U16>
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
+impl Block16 for AesBlock {}
 
 /// `CK_MECHANISM_INFO` of an AES mechanism with the given flags.
 pub fn info(flags: u64) -> MechanismInfo {
@@ -264,7 +270,8 @@ impl<C> BlockMode<C> {
 enum Engine<C: Block16> {
     EcbEnc(ecb::Encryptor<C>),
     EcbDec(ecb::Decryptor<C>),
-    CbcEnc(cbc::Encryptor<C>),
+    /// The cipher and the chaining value (see [`Block16::cbc_encrypt`]).
+    CbcEnc(C, Zeroizing<[u8; BLOCK]>),
     CbcDec(cbc::Decryptor<C>),
 }
 
@@ -277,7 +284,7 @@ impl<C: Block16> Engine<C> {
         match self {
             Engine::EcbEnc(m) => m.encrypt_blocks(blocks),
             Engine::EcbDec(m) => m.decrypt_blocks(blocks),
-            Engine::CbcEnc(m) => m.encrypt_blocks(blocks),
+            Engine::CbcEnc(c, iv) => c.cbc_encrypt(iv, Array::cast_slice_to_core_mut(blocks)),
             Engine::CbcDec(m) => m.decrypt_blocks(blocks),
         }
     }
@@ -306,11 +313,11 @@ impl<C: Block16> BlockOp<C> {
                 }
             }
             Mode::Cbc | Mode::CbcPad => {
-                let iv = Array::from(iv_param(param)?);
+                let iv = iv_param(param)?;
                 if encrypt {
-                    Engine::CbcEnc(cbc::Encryptor::inner_iv_init(cipher, &iv))
+                    Engine::CbcEnc(cipher, Zeroizing::new(iv))
                 } else {
-                    Engine::CbcDec(cbc::Decryptor::inner_iv_init(cipher, &iv))
+                    Engine::CbcDec(cbc::Decryptor::inner_iv_init(cipher, &Array::from(iv)))
                 }
             }
         };

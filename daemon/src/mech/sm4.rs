@@ -15,13 +15,15 @@ use cipher::common::InnerInit;
 use cipher::consts::U16;
 use cipher::{
     Array, BlockCipherDecClosure, BlockCipherDecrypt, BlockCipherEncClosure, BlockCipherEncrypt,
-    BlockSizeUser, KeyInit,
+    BlockSizeUser,
 };
 use p11kms_protocol::{vendor, MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
-use super::aes::{no_param, random, whole, BlockMode, BlockOp, CtrOp, Mode, ModeCipher, BLOCK};
+use super::aes::{
+    no_param, random, whole, Block16, BlockMode, BlockOp, CtrOp, Mode, ModeCipher, BLOCK,
+};
 use super::gcm::{gcm_over, GcmOp};
 use super::hmac::verify_mac;
 use super::{CipherOp, GeneratedKey, Key, Mechanism, Registry, SignOp, VerifyOp};
@@ -58,8 +60,9 @@ fn info(flags: u64) -> MechanismInfo {
 
 /// A shared SM4 key schedule usable as a RustCrypto block cipher; cloning
 /// only bumps a reference count. Built once per key through [`Key::cached`].
+/// The cipher is `p11kms-sm4`: AES-NI kernels where the CPU has them.
 #[derive(Clone)]
-pub struct Sm4Block(Arc<sm4::Sm4>);
+pub struct Sm4Block(Arc<p11kms_sm4::Sm4>);
 
 impl Sm4Block {
     /// The cached schedule of an SM4 secret key of 16 bytes
@@ -95,8 +98,9 @@ impl Sm4Block {
     }
 }
 
-fn schedule(value: &[u8]) -> Result<sm4::Sm4> {
-    sm4::Sm4::new_from_slice(value).map_err(|_| Error::key_size_range())
+fn schedule(value: &[u8]) -> Result<p11kms_sm4::Sm4> {
+    let key: &[u8; KEY_BYTES] = value.try_into().map_err(|_| Error::key_size_range())?;
+    Ok(p11kms_sm4::Sm4::new(key))
 }
 
 impl BlockSizeUser for Sm4Block {
@@ -115,14 +119,22 @@ impl BlockCipherDecrypt for Sm4Block {
     }
 }
 
+impl Block16 for Sm4Block {
+    /// The chained kernel of `p11kms-sm4`, which keeps the chain in its own
+    /// representation from block to block.
+    fn cbc_encrypt(&self, iv: &mut [u8; BLOCK], blocks: &mut [[u8; BLOCK]]) {
+        self.0.encrypt_cbc(iv, blocks)
+    }
+}
+
 /// `CKA_CHECK_VALUE` of an SM4 key: the first 3 bytes of the encryption of
 /// a zero block, the rule PKCS#11 §4.10 gives for AES. Empty for a value
 /// that is not an SM4 key.
 pub fn check_value(value: &[u8]) -> Vec<u8> {
-    let Ok(c) = sm4::Sm4::new_from_slice(value) else {
+    let Ok(c) = schedule(value) else {
         return Vec::new();
     };
-    let mut block = Array::<u8, U16>::default();
+    let mut block = [0u8; BLOCK];
     c.encrypt_block(&mut block);
     block[..3].to_vec()
 }

@@ -1,0 +1,510 @@
+//! The AES-NI kernels.
+//!
+//! SM4's S-box is a GF(2^8) inversion between two affine maps, and so is
+//! AES's: `S_sm4 = B2 ∘ S_aes ∘ B1` (`tools/gen_tables.py` derives B1 and B2).
+//! `AESENCLAST` with a zero round key computes `S_aes` on 16 bytes at once
+//! (after ShiftRows, which the kernels cancel or make a no-op), and each
+//! affine byte map is two `PSHUFB` nibble lookups. Nothing here indexes
+//! memory with secret data: every table is a 16-byte register operand.
+//!
+//! Two kernels:
+//! - **many blocks** ([`crypt_blocks`], the technique of Linux's
+//!   `sm4-aesni-avx`): four blocks transposed so that a register holds the
+//!   same word of four blocks; eight blocks in flight. For ECB, CBC
+//!   decryption, CTR and GCM.
+//! - **one block** ([`crypt_block`], [`cbc_encrypt`]), for CBC encryption,
+//!   whose blocks depend on each other, so only the latency of a round
+//!   counts. Each word lives in the odd lanes of its own register, in B1's
+//!   linear image (the "B1 domain"), so B1 costs nothing per round;
+//!   `L ∘ B2` followed by B1 is four byte maps `F_d` (byte d of
+//!   `L(B2(s) << 24)`), three of them followed by a byte permutation. See
+//!   the section comment above `LANE_BYTE` for the layout.
+//!
+//! The functions carrying `#[target_feature]` are entered only through
+//! [`Ni`], a token that exists only once the CPU is known to have AES-NI,
+//! SSSE3, SSE4.1 and AVX; those entry points are the only `unsafe` in the
+//! crate.
+
+use core::arch::x86_64::*;
+
+use zeroize::Zeroize;
+
+use crate::tables::*;
+
+/// Proof that the CPU has the features of the kernels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ni(());
+
+impl Ni {
+    /// The token, if this CPU can run the kernels.
+    pub(crate) fn detect() -> Option<Ni> {
+        let ok = std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("ssse3")
+            && std::arch::is_x86_feature_detected!("sse4.1")
+            && std::arch::is_x86_feature_detected!("avx");
+        ok.then_some(Ni(()))
+    }
+
+    /// τ (the S-box on each byte of a word), for the key schedule.
+    #[allow(unsafe_code)]
+    pub(crate) fn tau(self, w: u32) -> u32 {
+        // SAFETY: an `Ni` exists only when `detect` found every feature
+        // `tau_ni` is compiled for.
+        unsafe { tau_ni(w) }
+    }
+
+    /// One block, in place, with keys of the B1 domain.
+    #[allow(unsafe_code)]
+    pub(crate) fn crypt_block(self, keys: &DomainKeys, block: &mut [u8; 16]) {
+        // SAFETY: as in `tau`.
+        unsafe { crypt_block(keys, block) }
+    }
+
+    /// CBC encryption in place; `iv` becomes the last ciphertext block.
+    #[allow(unsafe_code)]
+    pub(crate) fn cbc_encrypt(self, keys: &DomainKeys, iv: &mut [u8; 16], blocks: &mut [[u8; 16]]) {
+        // SAFETY: as in `tau`.
+        unsafe { cbc_encrypt(keys, iv, blocks) }
+    }
+
+    /// Any number of blocks, in place, with the plain round keys.
+    #[allow(unsafe_code)]
+    pub(crate) fn crypt_blocks(self, rk: &[u32; 32], blocks: &mut [[u8; 16]]) {
+        // SAFETY: as in `tau`.
+        unsafe { crypt_blocks(rk, blocks) }
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn reg(b: &[u8; 16]) -> __m128i {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&b[..8]);
+    hi.copy_from_slice(&b[8..]);
+    _mm_set_epi64x(i64::from_le_bytes(hi), i64::from_le_bytes(lo))
+}
+
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn put(v: __m128i, out: &mut [u8; 16]) {
+    out[..8].copy_from_slice(&_mm_cvtsi128_si64(v).to_le_bytes());
+    out[8..].copy_from_slice(&_mm_extract_epi64::<1>(v).to_le_bytes());
+}
+
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn xor(a: __m128i, b: __m128i) -> __m128i {
+    _mm_xor_si128(a, b)
+}
+
+/// An affine byte map given as its two nibble tables, on 16 bytes.
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn affine(x: __m128i, lo: __m128i, hi: __m128i) -> __m128i {
+    let m = _mm_set1_epi8(0x0f);
+    let l = _mm_and_si128(x, m);
+    let h = _mm_and_si128(_mm_srli_epi16::<4>(x), m);
+    xor(_mm_shuffle_epi8(lo, l), _mm_shuffle_epi8(hi, h))
+}
+
+/// The SM4 S-box on 16 bytes laid out so that ShiftRows must be undone.
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn sbox(x: __m128i, c: &Consts) -> __m128i {
+    let a = _mm_shuffle_epi8(affine(x, c.b1_lo, c.b1_hi), c.inv_shift_rows);
+    affine(
+        _mm_aesenclast_si128(a, _mm_setzero_si128()),
+        c.b2_lo,
+        c.b2_hi,
+    )
+}
+
+/// The registers of the many-block kernel.
+struct Consts {
+    b1_lo: __m128i,
+    b1_hi: __m128i,
+    b2_lo: __m128i,
+    b2_hi: __m128i,
+    inv_shift_rows: __m128i,
+    rol8: __m128i,
+    rol16: __m128i,
+    rol24: __m128i,
+    bswap: __m128i,
+}
+
+impl Consts {
+    #[inline]
+    #[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+    fn new() -> Self {
+        Consts {
+            b1_lo: reg(&B1_LO),
+            b1_hi: reg(&B1_HI),
+            b2_lo: reg(&B2_LO),
+            b2_hi: reg(&B2_HI),
+            // PSHUFB picks out[i] = in[mask[i]]; AESENCLAST's ShiftRows then
+            // puts every byte back where it was.
+            inv_shift_rows: reg(&[0, 13, 10, 7, 4, 1, 14, 11, 8, 5, 2, 15, 12, 9, 6, 3]),
+            // Rotations of little-endian 32-bit lanes by whole bytes.
+            rol8: reg(&[3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14]),
+            rol16: reg(&[2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13]),
+            rol24: reg(&[1, 2, 3, 0, 5, 6, 7, 4, 9, 10, 11, 8, 13, 14, 15, 12]),
+            bswap: reg(&[3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12]),
+        }
+    }
+}
+
+/// τ on one word: the word in all four columns makes ShiftRows a no-op.
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn tau_ni(w: u32) -> u32 {
+    let v = _mm_set1_epi32(w as i32);
+    let a = affine(v, reg(&B1_LO), reg(&B1_HI));
+    let s = affine(
+        _mm_aesenclast_si128(a, _mm_setzero_si128()),
+        reg(&B2_LO),
+        reg(&B2_HI),
+    );
+    _mm_cvtsi128_si32(s) as u32
+}
+
+// ---------------------------------------------------------------- many blocks
+
+/// L on four little-endian words: x ^ rol24(x) ^ rol2(x ^ rol8(x) ^ rol16(x)).
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn el(x: __m128i, c: &Consts) -> __m128i {
+    let a = xor(
+        x,
+        xor(_mm_shuffle_epi8(x, c.rol8), _mm_shuffle_epi8(x, c.rol16)),
+    );
+    let rol2 = _mm_or_si128(_mm_slli_epi32::<2>(a), _mm_srli_epi32::<30>(a));
+    xor(xor(x, _mm_shuffle_epi8(x, c.rol24)), rol2)
+}
+
+/// Four blocks as four registers of words: `x[j]` holds word j of each.
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn transpose(b: [__m128i; 4]) -> [__m128i; 4] {
+    let t0 = _mm_unpacklo_epi32(b[0], b[1]);
+    let t1 = _mm_unpacklo_epi32(b[2], b[3]);
+    let t2 = _mm_unpackhi_epi32(b[0], b[1]);
+    let t3 = _mm_unpackhi_epi32(b[2], b[3]);
+    [
+        _mm_unpacklo_epi64(t0, t1),
+        _mm_unpackhi_epi64(t0, t1),
+        _mm_unpacklo_epi64(t2, t3),
+        _mm_unpackhi_epi64(t2, t3),
+    ]
+}
+
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn load4(blocks: &[[u8; 16]], c: &Consts) -> [__m128i; 4] {
+    transpose([0, 1, 2, 3].map(|i| _mm_shuffle_epi8(reg(&blocks[i]), c.bswap)))
+}
+
+/// The output of the rounds is (X35, X34, X33, X32): the words reversed.
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn store4(x: [__m128i; 4], blocks: &mut [[u8; 16]], c: &Consts) {
+    let b = transpose([x[3], x[2], x[1], x[0]]);
+    for (out, v) in blocks.iter_mut().zip(b) {
+        put(_mm_shuffle_epi8(v, c.bswap), out);
+    }
+}
+
+/// One round on a group of four blocks.
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn round4(x0: __m128i, x1: __m128i, x2: __m128i, x3: __m128i, k: __m128i, c: &Consts) -> __m128i {
+    xor(x0, el(sbox(xor(xor(x1, x2), xor(x3, k)), c), c))
+}
+
+/// Eight blocks (two groups of four, interleaved so the CPU overlaps them).
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn crypt8(rk: &[u32; 32], blocks: &mut [[u8; 16]], c: &Consts) {
+    let mut a = load4(&blocks[..4], c);
+    let mut b = load4(&blocks[4..8], c);
+    for r in rk.chunks_exact(4) {
+        for (j, &w) in r.iter().enumerate() {
+            let k = _mm_set1_epi32(w as i32);
+            let (i1, i2, i3) = ((j + 1) % 4, (j + 2) % 4, (j + 3) % 4);
+            a[j] = round4(a[j], a[i1], a[i2], a[i3], k, c);
+            b[j] = round4(b[j], b[i1], b[i2], b[i3], k, c);
+        }
+    }
+    store4(a, &mut blocks[..4], c);
+    store4(b, &mut blocks[4..8], c);
+}
+
+/// Four blocks.
+#[inline]
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn crypt4(rk: &[u32; 32], blocks: &mut [[u8; 16]], c: &Consts) {
+    let mut a = load4(&blocks[..4], c);
+    for r in rk.chunks_exact(4) {
+        for (j, &w) in r.iter().enumerate() {
+            let k = _mm_set1_epi32(w as i32);
+            a[j] = round4(a[j], a[(j + 1) % 4], a[(j + 2) % 4], a[(j + 3) % 4], k, c);
+        }
+    }
+    store4(a, &mut blocks[..4], c);
+}
+
+/// Any number of independent blocks with the round keys `rk` (reversed
+/// for decryption).
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn crypt_blocks(rk: &[u32; 32], blocks: &mut [[u8; 16]]) {
+    let c = Consts::new();
+    let mut eights = blocks.chunks_exact_mut(8);
+    for chunk in &mut eights {
+        crypt8(rk, chunk, &c);
+    }
+    let rest = eights.into_remainder();
+    let (four, tail) = if rest.len() >= 4 {
+        rest.split_at_mut(4)
+    } else {
+        rest.split_at_mut(0)
+    };
+    if !four.is_empty() {
+        crypt4(rk, four, &c);
+    }
+    if !tail.is_empty() {
+        let mut pad = [[0u8; 16]; 4];
+        pad[..tail.len()].copy_from_slice(tail);
+        crypt4(rk, &mut pad, &c);
+        tail.copy_from_slice(&pad[..tail.len()]);
+        pad.zeroize();
+    }
+}
+
+// ---------------------------------------------------------------- one block
+//
+// The single-block kernel keeps each word of the state in the odd lanes of
+// a register, in B1's linear image (the "B1 domain"). Odd lanes only ever
+// feed odd lanes (ShiftRows maps odd lanes to odd lanes; lookups and XORs
+// are lane-wise; the permutations below read odd lanes), and the high
+// nibble of an odd lane is one 16-bit shift away, with no mask. Lane i
+// holds byte `LANE_BYTE[i]` (0 = most significant) of its word, arranged
+// so that after AESENCLAST's ShiftRows lane i holds the S-box output of
+// byte `LANE_BYTE[i] - 1`: the F_1 term of T is then lane-local, and the
+// F_0, F_2 and F_3 terms are one PSHUFB each. A round is AESENCLAST, a
+// shift, a mask, eight lookups, three permutations and six XORs, with five
+// instructions between one AESENCLAST and the next.
+
+/// Which byte of its word an odd lane holds (even lanes are unused).
+const LANE_BYTE: [u8; 16] = [0, 0, 0, 0, 0, 3, 0, 1, 0, 2, 0, 2, 0, 1, 0, 3];
+
+/// An odd lane holding byte `b` (row 1 of the AES state has all four).
+const fn lane_of(b: u8) -> u8 {
+    match b {
+        0 => 1,
+        3 => 5,
+        2 => 9,
+        _ => 13,
+    }
+}
+
+/// PSHUFB mask of the F_d term: odd lane i takes the lane whose S-box
+/// output is that of byte `LANE_BYTE[i] - d`. After AESENCLAST lane j
+/// holds the output of byte `LANE_BYTE[j] - 1`, so that source is the lane
+/// holding byte `LANE_BYTE[i] - d + 1`.
+const fn term_mask(d: u8) -> [u8; 16] {
+    let mut m = [0x80u8; 16];
+    let mut i = 1;
+    while i < 16 {
+        m[i] = lane_of((LANE_BYTE[i] + 5 - d) % 4);
+        i += 2;
+    }
+    m
+}
+
+/// PSHUFB mask taking word `w` of a block (bytes 4w..4w+4) into the lanes.
+const fn word_mask(w: u8) -> [u8; 16] {
+    let mut m = [0x80u8; 16];
+    let mut i = 1;
+    while i < 16 {
+        m[i] = 4 * w + LANE_BYTE[i];
+        i += 2;
+    }
+    m
+}
+
+/// PSHUFB mask putting a state word back as word `w` of a block.
+const fn out_mask(w: u8) -> [u8; 16] {
+    let mut m = [0x80u8; 16];
+    let mut b = 0;
+    while b < 4 {
+        m[(4 * w + b) as usize] = lane_of(b);
+        b += 1;
+    }
+    m
+}
+
+/// A round key in the layout: byte `LANE_BYTE[i]` of the key's `B1_LIN`
+/// image plus B1's constant in odd lane i.
+fn domain_key(rk: u32) -> [u64; 2] {
+    let lin = |x: u8| B1_LIN_LO[usize::from(x & 15)] ^ B1_LIN_HI[usize::from(x >> 4)];
+    let bytes = rk.to_be_bytes().map(|b| lin(b) ^ B1_CONST);
+    let mut lanes = [0u8; 16];
+    for i in (1..16).step_by(2) {
+        lanes[i] = bytes[usize::from(LANE_BYTE[i])];
+    }
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&lanes[..8]);
+    hi.copy_from_slice(&lanes[8..]);
+    [u64::from_le_bytes(lo), u64::from_le_bytes(hi)]
+}
+
+/// Round keys of the single-block kernel (see [`domain_key`]).
+#[derive(Clone)]
+pub(crate) struct DomainKeys([[u64; 2]; 32]);
+
+impl DomainKeys {
+    pub(crate) fn new(rk: &[u32; 32]) -> Self {
+        let mut keys = [[0u64; 2]; 32];
+        for (k, &w) in keys.iter_mut().zip(rk) {
+            *k = domain_key(w);
+        }
+        DomainKeys(keys)
+    }
+}
+
+impl Zeroize for DomainKeys {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// Keep LLVM from re-associating XOR trees across this value: its
+/// re-association makes a chain of what the kernel wants as a tree.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn fence(v: __m128i) -> __m128i {
+    let mut v = v;
+    // SAFETY: an empty instruction sequence; it reads and writes nothing
+    // but the register it is given.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(xmm_reg) v, options(pure, nomem, nostack, preserves_flags));
+    }
+    v
+}
+
+/// The registers of the single-block kernel.
+struct One {
+    lo: [__m128i; 4],
+    hi: [__m128i; 4],
+    term: [__m128i; 3],
+    word: [__m128i; 4],
+    out: [__m128i; 4],
+}
+
+impl One {
+    #[inline]
+    #[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+    fn new() -> Self {
+        One {
+            lo: [reg(&F0_LO), reg(&F1_LO), reg(&F2_LO), reg(&F3_LO)],
+            hi: [reg(&F0_HI), reg(&F1_HI), reg(&F2_HI), reg(&F3_HI)],
+            term: [reg(&term_mask(0)), reg(&term_mask(2)), reg(&term_mask(3))],
+            word: [0, 1, 2, 3].map(|w| reg(&word_mask(w))),
+            out: [0, 1, 2, 3].map(|w| reg(&out_mask(w))),
+        }
+    }
+
+    /// A block's four words in the B1 domain.
+    #[inline]
+    #[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+    fn words(&self, block: &[u8; 16]) -> [__m128i; 4] {
+        let d = affine(reg(block), reg(&B1_LIN_LO), reg(&B1_LIN_HI));
+        self.word.map(|m| _mm_shuffle_epi8(d, m))
+    }
+
+    /// Four words in the B1 domain as a block, word j from `w[j]`.
+    #[inline]
+    #[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+    fn block(&self, w: [__m128i; 4]) -> [u8; 16] {
+        let a = _mm_or_si128(
+            _mm_shuffle_epi8(w[0], self.out[0]),
+            _mm_shuffle_epi8(w[1], self.out[1]),
+        );
+        let b = _mm_or_si128(
+            _mm_shuffle_epi8(w[2], self.out[2]),
+            _mm_shuffle_epi8(w[3], self.out[3]),
+        );
+        let mut out = [0u8; 16];
+        put(
+            affine(_mm_or_si128(a, b), reg(&B1_LIN_INV_LO), reg(&B1_LIN_INV_HI)),
+            &mut out,
+        );
+        out
+    }
+
+    /// The 32 rounds: from (X0, X1, X2, X3) to the output words
+    /// (X35, X34, X33, X32), all in the B1 domain.
+    #[inline]
+    #[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+    fn rounds(&self, keys: &DomainKeys, x: [__m128i; 4]) -> [__m128i; 4] {
+        let k = |i: usize| _mm_set_epi64x(keys.0[i][1] as i64, keys.0[i][0] as i64);
+        let zero = _mm_setzero_si128();
+        let m = _mm_set1_epi8(0x0f);
+        let mut s = x;
+        let mut input = xor(xor(s[1], s[2]), xor(s[3], k(0)));
+        for i in 0..32 {
+            let y = _mm_aesenclast_si128(input, zero);
+            let l = _mm_and_si128(y, m);
+            let h = _mm_srli_epi16::<4>(y);
+            let p = |d: usize| {
+                xor(
+                    _mm_shuffle_epi8(self.lo[d], l),
+                    _mm_shuffle_epi8(self.hi[d], h),
+                )
+            };
+            // The permuted terms first: their lookups head the longest path.
+            let r0 = _mm_shuffle_epi8(p(0), self.term[0]);
+            let r2 = _mm_shuffle_epi8(p(2), self.term[1]);
+            let r3 = _mm_shuffle_epi8(p(3), self.term[2]);
+            let p1 = p(1);
+            let r02 = fence(xor(r0, r2));
+            let r3p1 = xor(r3, p1);
+            // The next round's input is s2 ^ s3 ^ (s0 ^ T) ^ k: the part
+            // known before this round's lookups joins the F_1 term, which
+            // needs no permutation.
+            if i < 31 {
+                let pre = fence(xor(xor(s[0], s[2]), xor(s[3], k(i + 1))));
+                input = xor(r02, fence(xor(r3, fence(xor(pre, p1)))));
+            }
+            s = [s[1], s[2], s[3], xor(s[0], xor(r02, r3p1))];
+        }
+        [s[3], s[2], s[1], s[0]]
+    }
+}
+
+/// One block through the 32 rounds with B1-domain round keys.
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn crypt_block(keys: &DomainKeys, block: &mut [u8; 16]) {
+    let one = One::new();
+    let x = one.words(block);
+    *block = one.block(one.rounds(keys, x));
+}
+
+/// CBC encryption: the chain stays in the B1 domain from one block to the
+/// next, so converting a ciphertext out of it is off the critical path.
+#[target_feature(enable = "aes,ssse3,sse4.1,avx")]
+fn cbc_encrypt(keys: &DomainKeys, iv: &mut [u8; 16], blocks: &mut [[u8; 16]]) {
+    let one = One::new();
+    let mut chain = one.words(iv);
+    for block in blocks.iter_mut() {
+        let p = one.words(block);
+        let x = [0, 1, 2, 3].map(|j| xor(p[j], chain[j]));
+        chain = one.rounds(keys, x);
+        *block = one.block(chain);
+    }
+    if let Some(last) = blocks.last() {
+        *iv = *last;
+    }
+}

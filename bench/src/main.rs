@@ -9,6 +9,7 @@ mod mixed;
 mod raw;
 mod report;
 mod setup;
+mod sm;
 mod stats;
 
 use std::path::PathBuf;
@@ -325,6 +326,8 @@ fn run(cli: &Cli) -> Res<Report> {
         &mut daemon,
         &mut rep,
     )?;
+    rep.sm = sm::engine_rows(duration, cli.smoke);
+    rep.sm.extend(sm::sm2_rows(&rows, duration));
     rep.results = rows;
     rep.errors = errors;
     rep.big = big;

@@ -138,6 +138,8 @@ pub struct Report {
     pub daemon_start_empty_s: f64,
     pub floors: Vec<FloorRow>,
     pub results: Vec<Row>,
+    /// SM2/SM4 against OpenSSL 3 (`sm.rs`).
+    pub sm: Vec<crate::sm::SmRow>,
     pub targets: Vec<Target>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub big: Option<BigReport>,
@@ -193,6 +195,7 @@ impl Report {
             daemon_start_empty_s: 0.0,
             floors: Vec::new(),
             results: Vec::new(),
+            sm: Vec::new(),
             targets: Vec::new(),
             big: None,
             mixed: None,
@@ -442,6 +445,35 @@ pub fn table(rep: &Report) -> String {
             s.mb_per_s.map(si).unwrap_or_else(|| "-".into()),
             f.title
         );
+    }
+    if !rep.sm.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nSM algorithms against OpenSSL 3 (same run; ratio = p11kms ÷ openssl):"
+        );
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>10} {:>10} {:>6} {:>7}  p11kms path",
+            "what", "p11kms", "openssl", "unit", "ratio"
+        );
+        for r in &rep.sm {
+            let num = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                o,
+                "  {:<40} {:>10} {:>10} {:>6} {:>7}  {}",
+                r.name,
+                num(r.p11kms),
+                num(r.openssl),
+                r.unit,
+                r.ratio
+                    .map(|v| format!("{v:.2}x"))
+                    .unwrap_or_else(|| "-".into()),
+                r.p11kms_path
+            );
+            if let Some(n) = &r.note {
+                let _ = writeln!(o, "  {:<40} note: {n}", "");
+            }
+        }
     }
     let _ = writeln!(o, "\nCases (ratio = p11kms ops/s ÷ peer ops/s):");
     let _ = writeln!(

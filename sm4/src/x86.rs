@@ -396,8 +396,10 @@ fn fence(v: __m128i) -> __m128i {
 
 /// The registers of the single-block kernel.
 struct One {
-    lo: [__m128i; 4],
-    hi: [__m128i; 4],
+    /// Nibble tables of F0 and G.
+    f0: [__m128i; 2],
+    g: [__m128i; 2],
+    /// The permutations of the F_0, F_2 and F_3 terms.
     term: [__m128i; 3],
     word: [__m128i; 4],
     out: [__m128i; 4],
@@ -408,8 +410,8 @@ impl One {
     #[target_feature(enable = "aes,ssse3,sse4.1,avx")]
     fn new() -> Self {
         One {
-            lo: [reg(&F0_LO), reg(&F1_LO), reg(&F2_LO), reg(&F3_LO)],
-            hi: [reg(&F0_HI), reg(&F1_HI), reg(&F2_HI), reg(&F3_HI)],
+            f0: [reg(&F0_LO), reg(&F0_HI)],
+            g: [reg(&G_LO), reg(&G_HI)],
             term: [reg(&term_mask(0)), reg(&term_mask(2)), reg(&term_mask(3))],
             word: [0, 1, 2, 3].map(|w| reg(&word_mask(w))),
             out: [0, 1, 2, 3].map(|w| reg(&out_mask(w))),
@@ -458,27 +460,27 @@ impl One {
             let y = _mm_aesenclast_si128(input, zero);
             let l = _mm_and_si128(y, m);
             let h = _mm_srli_epi16::<4>(y);
-            let p = |d: usize| {
-                xor(
-                    _mm_shuffle_epi8(self.lo[d], l),
-                    _mm_shuffle_epi8(self.hi[d], h),
-                )
-            };
-            // The permuted terms first: their lookups head the longest path.
-            let r0 = _mm_shuffle_epi8(p(0), self.term[0]);
-            let r2 = _mm_shuffle_epi8(p(2), self.term[1]);
-            let r3 = _mm_shuffle_epi8(p(3), self.term[2]);
-            let p1 = p(1);
-            let r02 = fence(xor(r0, r2));
-            let r3p1 = xor(r3, p1);
+            let look = |t: &[__m128i; 2]| xor(_mm_shuffle_epi8(t[0], l), _mm_shuffle_epi8(t[1], h));
+            // Bytes 2 and 3 of L(v << 24) are one map (G) and byte 1 is
+            // F0 ^ G, so four lookups serve all four terms: F_1 is the
+            // lane-local F0 ^ G, F_0 is F0 permuted, F_2 and F_3 are G
+            // permuted twice. (The PSHUFB ports, not the XORs, bound a
+            // round.)
+            let f0 = look(&self.f0);
+            let g = look(&self.g);
+            let r0 = _mm_shuffle_epi8(f0, self.term[0]);
+            let r2 = _mm_shuffle_epi8(g, self.term[1]);
+            let r3 = _mm_shuffle_epi8(g, self.term[2]);
+            let r23 = fence(xor(r2, r3));
             // The next round's input is s2 ^ s3 ^ (s0 ^ T) ^ k: the part
-            // known before this round's lookups joins the F_1 term, which
-            // needs no permutation.
+            // known before this round's lookups joins the earliest terms.
             if i < 31 {
                 let pre = fence(xor(xor(s[0], s[2]), xor(s[3], k(i + 1))));
-                input = xor(r02, fence(xor(r3, fence(xor(pre, p1)))));
+                let early = fence(xor(fence(xor(pre, f0)), g));
+                input = xor(fence(xor(early, r0)), r23);
             }
-            s = [s[1], s[2], s[3], xor(s[0], xor(r02, r3p1))];
+            let t = xor(xor(f0, g), xor(r0, r23));
+            s = [s[1], s[2], s[3], xor(s[0], t)];
         }
         [s[3], s[2], s[1], s[0]]
     }

@@ -25,12 +25,41 @@ pub(crate) unsafe fn init_call(
     expect_ok(call(make(mech))?)
 }
 
+/// The operation a call belongs to, so that an argument the module rejects
+/// before asking the daemon still ends it: PKCS#11 ends the active
+/// operation on every error of `C_Encrypt`, `C_SignUpdate`, `C_DigestFinal`
+/// ... except `CKR_BUFFER_TOO_SMALL` (v3.0 §5.8–§5.12), and the daemon only
+/// sees the errors it returns itself. `None` for calls outside an operation
+/// (`C_WrapKey`).
+#[derive(Clone, Copy)]
+pub(crate) struct Op(pub Option<(CK_SESSION_HANDLE, CK_FLAGS)>);
+
+impl Op {
+    /// The operation of `flags` (`CKF_ENCRYPT`, `CKF_SIGN`, ...) on `session`.
+    pub(crate) fn of(session: CK_SESSION_HANDLE, flags: CK_FLAGS) -> Op {
+        Op(Some((session, flags)))
+    }
+
+    /// Passes `r` through; on a local error, first ends the operation in the
+    /// daemon (`C_SessionCancel`'s request; its own answer cannot improve
+    /// on the error being returned, so it is not looked at).
+    pub(crate) fn ending<T>(self, r: CkResult<T>) -> CkResult<T> {
+        if let (Err(rv), Some((session, flags))) = (&r, self.0) {
+            if *rv != CKR_BUFFER_TOO_SMALL {
+                let _ = call(Request::SessionCancel { session, flags });
+            }
+        }
+        r
+    }
+}
+
 /// Data in, output out, with the §5.2 length rules (one round trip even for
 /// a length query: the daemon keeps the operation alive).
 ///
 /// # Safety
 /// `data` points to `len` bytes; `(out, out_len)` per [`OutBuf::new`].
 pub(crate) unsafe fn data_out_call(
+    op: Op,
     data: CK_BYTE_PTR,
     len: CK_ULONG,
     out: CK_BYTE_PTR,
@@ -39,9 +68,9 @@ pub(crate) unsafe fn data_out_call(
 ) -> CkResult<()> {
     ensure()?;
     // SAFETY: forwarded contract.
-    let out = unsafe { OutBuf::new(out, out_len) }?;
+    let out = op.ending(unsafe { OutBuf::new(out, out_len) })?;
     // SAFETY: forwarded contract.
-    let data = unsafe { data_in(data, len) }?;
+    let data = op.ending(unsafe { data_in(data, len) })?;
     let resp = call(make(data, out.cap()))?;
     out.deliver_response(resp)
 }
@@ -51,13 +80,14 @@ pub(crate) unsafe fn data_out_call(
 /// # Safety
 /// `(out, out_len)` per [`OutBuf::new`].
 pub(crate) unsafe fn out_call(
+    op: Op,
     out: CK_BYTE_PTR,
     out_len: CK_ULONG_PTR,
     make: impl FnOnce(OutCap) -> Request,
 ) -> CkResult<()> {
     ensure()?;
     // SAFETY: forwarded contract.
-    let out = unsafe { OutBuf::new(out, out_len) }?;
+    let out = op.ending(unsafe { OutBuf::new(out, out_len) })?;
     let resp = call(make(out.cap()))?;
     out.deliver_response(resp)
 }
@@ -67,13 +97,14 @@ pub(crate) unsafe fn out_call(
 /// # Safety
 /// `data` points to `len` bytes.
 pub(crate) unsafe fn data_call(
+    op: Op,
     data: CK_BYTE_PTR,
     len: CK_ULONG,
     make: impl FnOnce(Vec<u8>) -> Request,
 ) -> CkResult<()> {
     ensure()?;
     // SAFETY: forwarded contract.
-    let data = unsafe { data_in(data, len) }?;
+    let data = op.ending(unsafe { data_in(data, len) })?;
     expect_ok(call(make(data))?)
 }
 
@@ -103,11 +134,14 @@ pub unsafe extern "C" fn C_Encrypt(
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
     boundary!(unsafe {
-        data_out_call(data, len, out, out_len, |data, out| Request::Encrypt {
-            session,
+        data_out_call(
+            Op::of(session, CKF_ENCRYPT),
             data,
+            len,
             out,
-        })
+            out_len,
+            |data, out| Request::Encrypt { session, data, out },
+        )
     })
 }
 
@@ -124,9 +158,14 @@ pub unsafe extern "C" fn C_EncryptUpdate(
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
     boundary!(unsafe {
-        data_out_call(data, len, out, out_len, |data, out| {
-            Request::EncryptUpdate { session, data, out }
-        })
+        data_out_call(
+            Op::of(session, CKF_ENCRYPT),
+            data,
+            len,
+            out,
+            out_len,
+            |data, out| Request::EncryptUpdate { session, data, out },
+        )
     })
 }
 
@@ -140,7 +179,11 @@ pub unsafe extern "C" fn C_EncryptFinal(
     out: CK_BYTE_PTR,
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
-    boundary!(unsafe { out_call(out, out_len, |out| Request::EncryptFinal { session, out }) })
+    boundary!(unsafe {
+        out_call(Op::of(session, CKF_ENCRYPT), out, out_len, |out| {
+            Request::EncryptFinal { session, out }
+        })
+    })
 }
 
 /// `C_DecryptInit`.
@@ -169,11 +212,14 @@ pub unsafe extern "C" fn C_Decrypt(
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
     boundary!(unsafe {
-        data_out_call(data, len, out, out_len, |data, out| Request::Decrypt {
-            session,
+        data_out_call(
+            Op::of(session, CKF_DECRYPT),
             data,
+            len,
             out,
-        })
+            out_len,
+            |data, out| Request::Decrypt { session, data, out },
+        )
     })
 }
 
@@ -190,9 +236,14 @@ pub unsafe extern "C" fn C_DecryptUpdate(
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
     boundary!(unsafe {
-        data_out_call(data, len, out, out_len, |data, out| {
-            Request::DecryptUpdate { session, data, out }
-        })
+        data_out_call(
+            Op::of(session, CKF_DECRYPT),
+            data,
+            len,
+            out,
+            out_len,
+            |data, out| Request::DecryptUpdate { session, data, out },
+        )
     })
 }
 
@@ -206,7 +257,11 @@ pub unsafe extern "C" fn C_DecryptFinal(
     out: CK_BYTE_PTR,
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
-    boundary!(unsafe { out_call(out, out_len, |out| Request::DecryptFinal { session, out }) })
+    boundary!(unsafe {
+        out_call(Op::of(session, CKF_DECRYPT), out, out_len, |out| {
+            Request::DecryptFinal { session, out }
+        })
+    })
 }
 
 // --- Dual-function cryptographic functions (§5.13): not supported. Each

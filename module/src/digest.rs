@@ -4,7 +4,7 @@ use p11kms_protocol::Request;
 use pkcs11_sys::*;
 
 use crate::client::call;
-use crate::crypt::{data_call, data_out_call, init_call, out_call};
+use crate::crypt::{data_call, data_out_call, init_call, out_call, Op};
 use crate::ffi::boundary;
 use crate::slot::expect_ok;
 
@@ -30,11 +30,14 @@ pub unsafe extern "C" fn C_Digest(
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
     boundary!(unsafe {
-        data_out_call(data, len, out, out_len, |data, out| Request::Digest {
-            session,
+        data_out_call(
+            Op::of(session, CKF_DIGEST),
             data,
+            len,
             out,
-        })
+            out_len,
+            |data, out| Request::Digest { session, data, out },
+        )
     })
 }
 
@@ -48,7 +51,11 @@ pub unsafe extern "C" fn C_DigestUpdate(
     data: CK_BYTE_PTR,
     len: CK_ULONG,
 ) -> CK_RV {
-    boundary!(unsafe { data_call(data, len, |data| Request::DigestUpdate { session, data }) })
+    boundary!(unsafe {
+        data_call(Op::of(session, CKF_DIGEST), data, len, |data| {
+            Request::DigestUpdate { session, data }
+        })
+    })
 }
 
 /// `C_DigestKey`: the daemon digests the key's value without it leaving.
@@ -67,5 +74,9 @@ pub unsafe extern "C" fn C_DigestFinal(
     out: CK_BYTE_PTR,
     out_len: CK_ULONG_PTR,
 ) -> CK_RV {
-    boundary!(unsafe { out_call(out, out_len, |out| Request::DigestFinal { session, out }) })
+    boundary!(unsafe {
+        out_call(Op::of(session, CKF_DIGEST), out, out_len, |out| {
+            Request::DigestFinal { session, out }
+        })
+    })
 }

@@ -5,7 +5,7 @@ use pkcs11_sys::*;
 
 use crate::attrs::template_in;
 use crate::client::{call, ensure};
-use crate::crypt::out_call;
+use crate::crypt::{out_call, Op};
 use crate::ffi::{boundary, data_in, write_out, CkResult};
 use crate::mechparam::mechanism_in;
 use crate::object::expect_handle;
@@ -140,7 +140,7 @@ unsafe fn wrap_key(
     let mech = unsafe { mechanism_in(mech) }?;
     // SAFETY: forwarded contract.
     unsafe {
-        out_call(wrapped, wrapped_len, |out| Request::WrapKey {
+        out_call(Op(None), wrapped, wrapped_len, |out| Request::WrapKey {
             session,
             mech,
             wrapping_key,

@@ -5,7 +5,7 @@ use p11kms_protocol::Request;
 use pkcs11_sys::*;
 
 use crate::client::{call, ensure};
-use crate::crypt::{data_call, data_out_call, init_call, out_call};
+use crate::crypt::{data_call, data_out_call, init_call, out_call, Op};
 use crate::ffi::{boundary, data_in, CkResult};
 use crate::general::not_supported;
 use crate::slot::expect_ok;
@@ -36,11 +36,14 @@ pub unsafe extern "C" fn C_Sign(
     sig_len: CK_ULONG_PTR,
 ) -> CK_RV {
     boundary!(unsafe {
-        data_out_call(data, len, sig, sig_len, |data, out| Request::Sign {
-            session,
+        data_out_call(
+            Op::of(session, CKF_SIGN),
             data,
-            out,
-        })
+            len,
+            sig,
+            sig_len,
+            |data, out| Request::Sign { session, data, out },
+        )
     })
 }
 
@@ -54,7 +57,11 @@ pub unsafe extern "C" fn C_SignUpdate(
     data: CK_BYTE_PTR,
     len: CK_ULONG,
 ) -> CK_RV {
-    boundary!(unsafe { data_call(data, len, |data| Request::SignUpdate { session, data }) })
+    boundary!(unsafe {
+        data_call(Op::of(session, CKF_SIGN), data, len, |data| {
+            Request::SignUpdate { session, data }
+        })
+    })
 }
 
 /// `C_SignFinal`.
@@ -67,7 +74,11 @@ pub unsafe extern "C" fn C_SignFinal(
     sig: CK_BYTE_PTR,
     sig_len: CK_ULONG_PTR,
 ) -> CK_RV {
-    boundary!(unsafe { out_call(sig, sig_len, |out| Request::SignFinal { session, out }) })
+    boundary!(unsafe {
+        out_call(Op::of(session, CKF_SIGN), sig, sig_len, |out| {
+            Request::SignFinal { session, out }
+        })
+    })
 }
 
 /// `C_SignRecoverInit`: not supported.
@@ -149,10 +160,11 @@ unsafe fn verify(
     sig_len: CK_ULONG,
 ) -> CkResult<()> {
     ensure()?;
+    let op = Op::of(session, CKF_VERIFY);
     // SAFETY: forwarded contract.
-    let data = unsafe { data_in(data, len) }?;
+    let data = op.ending(unsafe { data_in(data, len) })?;
     // SAFETY: forwarded contract.
-    let signature = unsafe { signature_in(sig, sig_len) }?;
+    let signature = op.ending(unsafe { signature_in(sig, sig_len) })?;
     expect_ok(call(Request::Verify {
         session,
         data,
@@ -170,7 +182,11 @@ pub unsafe extern "C" fn C_VerifyUpdate(
     data: CK_BYTE_PTR,
     len: CK_ULONG,
 ) -> CK_RV {
-    boundary!(unsafe { data_call(data, len, |data| Request::VerifyUpdate { session, data }) })
+    boundary!(unsafe {
+        data_call(Op::of(session, CKF_VERIFY), data, len, |data| {
+            Request::VerifyUpdate { session, data }
+        })
+    })
 }
 
 /// `C_VerifyFinal`.
@@ -193,7 +209,7 @@ unsafe fn verify_final(
 ) -> CkResult<()> {
     ensure()?;
     // SAFETY: forwarded contract.
-    let signature = unsafe { signature_in(sig, sig_len) }?;
+    let signature = Op::of(session, CKF_VERIFY).ending(unsafe { signature_in(sig, sig_len) })?;
     expect_ok(call(Request::VerifyFinal { session, signature })?)
 }
 

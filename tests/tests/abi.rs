@@ -519,3 +519,162 @@ fn initialize_and_finalize_rules() {
     assert_eq!(out.to_vec(), hex(CBC_PAD_CT));
     assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
 }
+
+/// An argument the module rejects itself still ends the operation, as
+/// every error but CKR_BUFFER_TOO_SMALL does (v3.0 §5.8–§5.12): the next
+/// `C_*Init` succeeds instead of answering CKR_OPERATION_ACTIVE.
+#[test]
+fn a_locally_rejected_call_ends_the_operation() {
+    let _g = serial();
+    let daemon = Daemon::start();
+    daemon.export_socket();
+    let raw = Raw::load();
+    assert_rv(raw.initialize(), CKR_OK, "C_Initialize");
+    let s = ready(&raw);
+    let k = key(&raw, s, KEY128);
+    let mut mech = CK_MECHANISM {
+        mechanism: CKM_AES_ECB,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let mut data = [0u8; 16];
+    let mut out = [0u8; 16];
+
+    // C_Encrypt with pulEncryptedDataLen = NULL.
+    assert_rv(
+        p11!(raw, C_EncryptInit, s, &mut mech, k),
+        CKR_OK,
+        "C_EncryptInit",
+    );
+    let rv = p11!(
+        raw,
+        C_Encrypt,
+        s,
+        data.as_mut_ptr(),
+        16,
+        out.as_mut_ptr(),
+        null_mut()
+    );
+    assert_rv(
+        rv,
+        CKR_ARGUMENTS_BAD,
+        "C_Encrypt(pulEncryptedDataLen = NULL)",
+    );
+    assert_rv(
+        p11!(raw, C_EncryptInit, s, &mut mech, k),
+        CKR_OK,
+        "C_EncryptInit after a locally rejected C_Encrypt",
+    );
+    // C_EncryptUpdate with pData = NULL and a length.
+    let mut len: CK_ULONG = 16;
+    let rv = p11!(
+        raw,
+        C_EncryptUpdate,
+        s,
+        null_mut(),
+        16,
+        out.as_mut_ptr(),
+        &mut len
+    );
+    assert_rv(rv, CKR_ARGUMENTS_BAD, "C_EncryptUpdate(pPart = NULL, 16)");
+    assert_rv(
+        p11!(raw, C_EncryptInit, s, &mut mech, k),
+        CKR_OK,
+        "C_EncryptInit after a locally rejected C_EncryptUpdate",
+    );
+    // C_EncryptFinal with pulLastEncryptedPartLen = NULL.
+    let rv = p11!(raw, C_EncryptFinal, s, out.as_mut_ptr(), null_mut());
+    assert_rv(rv, CKR_ARGUMENTS_BAD, "C_EncryptFinal(NULL length)");
+    assert_rv(
+        p11!(raw, C_DecryptInit, s, &mut mech, k),
+        CKR_OK,
+        "C_DecryptInit",
+    );
+    let rv = p11!(
+        raw,
+        C_Decrypt,
+        s,
+        null_mut(),
+        16,
+        out.as_mut_ptr(),
+        &mut len
+    );
+    assert_rv(
+        rv,
+        CKR_ARGUMENTS_BAD,
+        "C_Decrypt(pEncryptedData = NULL, 16)",
+    );
+    assert_rv(
+        p11!(raw, C_DecryptInit, s, &mut mech, k),
+        CKR_OK,
+        "C_DecryptInit after a locally rejected C_Decrypt",
+    );
+
+    // Digest: C_DigestUpdate with pPart = NULL and a length.
+    let mut sha = CK_MECHANISM {
+        mechanism: CKM_SHA256,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    assert_rv(p11!(raw, C_DigestInit, s, &mut sha), CKR_OK, "C_DigestInit");
+    let rv = p11!(raw, C_DigestUpdate, s, null_mut(), 3);
+    assert_rv(rv, CKR_ARGUMENTS_BAD, "C_DigestUpdate(NULL, 3)");
+    assert_rv(
+        p11!(raw, C_DigestInit, s, &mut sha),
+        CKR_OK,
+        "C_DigestInit after a locally rejected C_DigestUpdate",
+    );
+
+    // Verify (SHA-256 HMAC with a generic secret): C_VerifyFinal with
+    // pSignature = NULL and a length.
+    let mut tmpl = Template::new()
+        .ulong(CKA_CLASS, CKO_SECRET_KEY)
+        .ulong(CKA_KEY_TYPE, CKK_GENERIC_SECRET)
+        .bool(CKA_TOKEN, false)
+        .bool(CKA_VERIFY, true)
+        .bytes(CKA_VALUE, &[0x0b; 32]);
+    let mk = raw
+        .create(s, &mut tmpl)
+        .unwrap_or_else(|rv| panic!("C_CreateObject(HMAC key): {}", rv_name(rv)));
+    let mut mac = CK_MECHANISM {
+        mechanism: CKM_SHA256_HMAC,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    assert_rv(
+        p11!(raw, C_VerifyInit, s, &mut mac, mk),
+        CKR_OK,
+        "C_VerifyInit",
+    );
+    let rv = p11!(raw, C_VerifyUpdate, s, data.as_mut_ptr(), 16);
+    assert_rv(rv, CKR_OK, "C_VerifyUpdate");
+    let rv = p11!(raw, C_VerifyFinal, s, null_mut(), 32);
+    assert_rv(rv, CKR_ARGUMENTS_BAD, "C_VerifyFinal(NULL, 32)");
+    assert_rv(
+        p11!(raw, C_VerifyInit, s, &mut mac, mk),
+        CKR_OK,
+        "C_VerifyInit after a locally rejected C_VerifyFinal",
+    );
+    // A length query (pOut = NULL) keeps the operation: it is not an error.
+    assert_rv(
+        p11!(raw, C_EncryptInit, s, &mut mech, k),
+        CKR_OK,
+        "C_EncryptInit",
+    );
+    let rv = p11!(
+        raw,
+        C_Encrypt,
+        s,
+        data.as_mut_ptr(),
+        16,
+        null_mut(),
+        &mut len
+    );
+    assert_rv(rv, CKR_OK, "C_Encrypt(pEncryptedData = NULL)");
+    assert_rv(
+        p11!(raw, C_EncryptInit, s, &mut mech, k),
+        CKR_OPERATION_ACTIVE,
+        "C_EncryptInit while the queried operation is active",
+    );
+    assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
+}

@@ -8,8 +8,8 @@
 //!
 //! [`Sm4`] is a RustCrypto block cipher (`cipher` 0.5), so the `ecb`,
 //! `cbc`, `ctr` crates and p11kms's GCM run on it unchanged; its backend
-//! hands them eight blocks at a time, which is where the many-block kernel
-//! pays off (ECB, CBC decryption, CTR, GCM). CBC encryption, which chains
+//! hands them sixteen blocks at a time, which is where the many-block kernels
+//! pay off (ECB, CBC decryption, CTR, GCM). CBC encryption, which chains
 //! block to block, gets a kernel built for the latency of one block.
 //!
 //! This crate is the one place outside the PKCS#11 module's boundary where
@@ -23,7 +23,7 @@ mod tables;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use cipher::consts::{U16, U8};
+use cipher::consts::U16;
 use cipher::{
     AlgorithmName, Block, BlockCipherDecBackend, BlockCipherDecClosure, BlockCipherDecrypt,
     BlockCipherEncBackend, BlockCipherEncClosure, BlockCipherEncrypt, BlockSizeUser, InOut,
@@ -86,12 +86,12 @@ impl Sm4 {
         }
     }
 
-    /// Which implementation this schedule runs on: `"aes-ni"` or
-    /// `"portable"`.
+    /// Which implementation this schedule runs on: `"aes-ni+vaes"` (the
+    /// 256-bit many-block kernel too), `"aes-ni"` or `"portable"`.
     pub fn implementation(&self) -> &'static str {
         #[cfg(target_arch = "x86_64")]
-        if self.ni.is_some() {
-            return "aes-ni";
+        if let Some(k) = &self.ni {
+            return if k.ni.wide() { "aes-ni+vaes" } else { "aes-ni" };
         }
         "portable"
     }
@@ -130,7 +130,7 @@ impl Sm4 {
         }
     }
 
-    /// Encrypt independent blocks (ECB) in place, eight at a time where
+    /// Encrypt independent blocks (ECB) in place, eight or sixteen at a time where
     /// the CPU allows.
     pub fn encrypt_blocks(&self, blocks: &mut [[u8; 16]]) {
         self.crypt_blocks(&self.enc, blocks, false)
@@ -222,7 +222,7 @@ impl BlockCipherDecrypt for Sm4 {
     }
 }
 
-/// The backend the modes drive: eight blocks per call where they can.
+/// The backend the modes drive: sixteen blocks per call where they can.
 struct Backend<'a>(&'a Sm4);
 
 impl BlockSizeUser for Backend<'_> {
@@ -230,7 +230,7 @@ impl BlockSizeUser for Backend<'_> {
 }
 
 impl ParBlocksSizeUser for Backend<'_> {
-    type ParBlocksSize = U8;
+    type ParBlocksSize = U16;
 }
 
 /// Run `$f` over the `$n` in-out blocks of `$blocks` through a stack
@@ -238,7 +238,7 @@ impl ParBlocksSizeUser for Backend<'_> {
 macro_rules! through_buffer {
     ($blocks:ident, $n:expr, $f:expr) => {{
         let n = $n;
-        let mut buf = [[0u8; 16]; 8];
+        let mut buf = [[0u8; 16]; 16];
         for (i, b) in buf[..n].iter_mut().enumerate() {
             *b = $blocks.get(i).clone_in().into();
         }
@@ -258,7 +258,7 @@ impl BlockCipherEncBackend for Backend<'_> {
     }
 
     fn encrypt_par_blocks(&self, mut blocks: InOut<'_, '_, ParBlocks<Self>>) {
-        through_buffer!(blocks, 8, |b: &mut [[u8; 16]]| self.0.encrypt_blocks(b));
+        through_buffer!(blocks, 16, |b: &mut [[u8; 16]]| self.0.encrypt_blocks(b));
     }
 
     fn encrypt_tail_blocks(&self, mut blocks: InOutBuf<'_, '_, Block<Self>>) {
@@ -276,7 +276,7 @@ impl BlockCipherDecBackend for Backend<'_> {
     }
 
     fn decrypt_par_blocks(&self, mut blocks: InOut<'_, '_, ParBlocks<Self>>) {
-        through_buffer!(blocks, 8, |b: &mut [[u8; 16]]| self.0.decrypt_blocks(b));
+        through_buffer!(blocks, 16, |b: &mut [[u8; 16]]| self.0.decrypt_blocks(b));
     }
 
     fn decrypt_tail_blocks(&self, mut blocks: InOutBuf<'_, '_, Block<Self>>) {

@@ -38,7 +38,11 @@ fn reports_its_implementation() {
     let s = Sm4::new(&[0; 16]);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("avx") {
-        assert_eq!(s.implementation(), "aes-ni");
+        assert!(
+            s.implementation().starts_with("aes-ni"),
+            "{}",
+            s.implementation()
+        );
     }
     assert_eq!(Sm4::portable(&[0; 16]).implementation(), "portable");
     eprintln!("SM4 implementation on this CPU: {}", s.implementation());

@@ -43,14 +43,10 @@ pub trait Block16:
     /// the last ciphertext block. CBC encryption cannot be parallelized,
     /// so a cipher with a faster chained path (SM4's) overrides this.
     fn cbc_encrypt(&self, iv: &mut [u8; BLOCK], blocks: &mut [[u8; BLOCK]]) {
-        for block in blocks {
-            for (b, v) in block.iter_mut().zip(iv.iter()) {
-                *b ^= v;
-            }
-            let mut a = Array::from(*block);
-            self.encrypt_block(&mut a);
-            *block = a.into();
-            *iv = *block;
+        cbc::Encryptor::inner_iv_init(self.clone(), &Array::from(*iv))
+            .encrypt_blocks(Array::cast_slice_from_core_mut(blocks));
+        if let Some(last) = blocks.last() {
+            *iv = *last;
         }
     }
 }

@@ -343,11 +343,16 @@ impl SignOp for MacOp {
             let block = std::mem::take(&mut *self.pending);
             self.absorb(&block);
         }
-        let mut blocks = data.chunks_exact(BLOCK);
-        for b in &mut blocks {
-            self.absorb(b);
+        // Whole blocks through the chained kernel: CBC-MAC is the last
+        // block of a CBC encryption with a zero IV.
+        let (whole, rest) = data.as_chunks::<BLOCK>();
+        if !whole.is_empty() {
+            let mut blocks = Zeroizing::new(whole.to_vec());
+            let mut chain: [u8; BLOCK] = self.state.into();
+            self.cipher.cbc_encrypt(&mut chain, &mut blocks);
+            self.state = Array::from(chain);
         }
-        self.pending.extend_from_slice(blocks.remainder());
+        self.pending.extend_from_slice(rest);
         Ok(())
     }
     fn finalize(&mut self) -> Result<Vec<u8>> {

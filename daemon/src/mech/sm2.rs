@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use p11kms_protocol::{vendor, Attribute, MechParam, MechanismInfo};
 use pkcs11_sys as ck;
-use sm2::dsa::signature::hazmat::{PrehashVerifier, RandomizedPrehashSigner};
+use sm2::dsa::signature::hazmat::RandomizedPrehashSigner;
 use sm2::dsa::{Signature, SigningKey, VerifyingKey};
 use sm2::pke::{DecryptingKey, EncryptingKey, Mode};
 use sm2::NonZeroScalar;
@@ -547,8 +547,46 @@ fn verify_e(key: &VerifyingKey, e: &[u8], signature: &[u8]) -> Result<()> {
     }
     // r or s zero or ≥ n is an invalid signature, not a malformed call.
     let sig = Signature::from_slice(signature).map_err(|_| Error::rv(ck::CKR_SIGNATURE_INVALID))?;
-    key.verify_prehash(e, &sig)
-        .map_err(|_| Error::rv(ck::CKR_SIGNATURE_INVALID))
+    if verify_vartime(key, e, &sig) {
+        Ok(())
+    } else {
+        Err(Error::rv(ck::CKR_SIGNATURE_INVALID))
+    }
+}
+
+/// GB/T 32918.2 §7 verification (steps B1–B7) of `sig` over the digest
+/// `e`, as the `sm2` crate's `verify_prehash` does it but with the
+/// variable-time double-scalar multiplication: everything here is public
+/// (signature, digest, public key), and wNAF takes ~40% less time than the
+/// constant-time radix-16 walk.
+fn verify_vartime(key: &VerifyingKey, e: &[u8], sig: &Signature) -> bool {
+    use sm2::elliptic_curve::group::Group as _;
+    use sm2::elliptic_curve::ops::{LinearCombination, Reduce};
+    use sm2::elliptic_curve::point::AffineCoordinates;
+    use sm2::{FieldBytes, ProjectivePoint, Scalar};
+    let Ok(e) = <[u8; 32]>::try_from(e) else {
+        return false;
+    };
+    // B1, B2: r and s in [1, n-1] (checked when the signature was parsed).
+    let (r, s) = (*sig.r(), *sig.s());
+    // B4: e as a scalar.
+    let e = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(e));
+    // B5: t = r + s mod n, not zero.
+    let t = r + s;
+    if bool::from(t.is_zero()) {
+        return false;
+    }
+    // B6: (x1, y1) = [s]G + [t]P, not the point at infinity.
+    let point = ProjectivePoint::lincomb_vartime(&[
+        (ProjectivePoint::GENERATOR, s),
+        (ProjectivePoint::from(*key.as_affine()), t),
+    ]);
+    if bool::from(point.is_identity()) {
+        return false;
+    }
+    let x = point.to_affine().x();
+    // B7: R = e + x1 mod n equals r.
+    r == e + <Scalar as Reduce<FieldBytes>>::reduce(&x)
 }
 
 impl Mechanism for Sm2Dsa {

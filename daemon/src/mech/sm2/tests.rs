@@ -1,6 +1,8 @@
 //! SM2 against OpenSSL 3 known answers, the sm2 crate's own Z_A, and
 //! malformed input.
 
+use sm2::dsa::signature::hazmat::PrehashVerifier;
+
 use super::*;
 
 fn h(s: &str) -> Vec<u8> {
@@ -456,5 +458,65 @@ fn sm2_throughput() {
             .oneshot(&ct)
             .expect("dec");
     });
+    // The double-scalar multiplication alone: the crate's constant-time one
+    // against the variable-time one verification uses.
+    let d = r.get(vendor::CKM_SM2DSA).expect("registered");
+    let e = [7u8; 32];
+    let raw = d
+        .sign_init(&sk, &MechParam::None)
+        .expect("init")
+        .oneshot(&e)
+        .expect("sign");
+    let parsed = Signature::from_slice(&raw).expect("signature");
+    let verifying = &public(&pk).expect("public").verifying;
+    let ct = rate(&|| verifying.verify_prehash(&e, &parsed).expect("verify"));
+    let vt = rate(&|| assert!(verify_vartime(verifying, &e, &parsed)));
     println!("SM2: sign {sign:.0}/s, verify {verify:.0}/s, decrypt {dec:.0}/s");
+    println!("SM2 verify core: constant-time {ct:.0}/s, variable-time {vt:.0}/s");
+}
+
+/// The variable-time verification agrees with the `sm2` crate's own
+/// (constant-time) `verify_prehash` on good signatures, on signatures with
+/// r or s changed, and on other digests.
+#[test]
+fn vartime_verification_matches_the_crate() {
+    let r = registry();
+    let m = r.get(vendor::CKM_SM2DSA).expect("registered");
+    let g = r.get(vendor::CKM_SM2_KEY_PAIR_GEN).expect("registered");
+    let params = [Attribute::new(ck::CKA_EC_PARAMS, h("06082a811ccf5501822d"))];
+    for round in 0..8u8 {
+        let pair = g
+            .generate_key_pair(&MechParam::None, &params, &[])
+            .expect("key pair");
+        let sk = key(ck::CKO_PRIVATE_KEY, pair.private_value.to_vec());
+        let pk = key(ck::CKO_PUBLIC_KEY, pair.public_value.clone());
+        let verifying = &public(&pk).expect("public").verifying;
+        let e = [round.wrapping_mul(37) ^ 0x5a; 32];
+        let sig = m
+            .sign_init(&sk, &MechParam::None)
+            .expect("init")
+            .oneshot(&e)
+            .expect("sign");
+        let mut cases = vec![(e, sig.clone(), true)];
+        let mut other = e;
+        other[31] ^= 1;
+        cases.push((other, sig.clone(), false));
+        for i in [0usize, 31, 32, 63] {
+            let mut bad = sig.clone();
+            bad[i] ^= 0x01;
+            cases.push((e, bad, false));
+        }
+        for (digest, s, want) in cases {
+            let Ok(parsed) = Signature::from_slice(&s) else {
+                continue;
+            };
+            let crate_says = verifying.verify_prehash(&digest, &parsed).is_ok();
+            assert_eq!(crate_says, want, "the crate's verdict, round {round}");
+            assert_eq!(
+                verify_vartime(verifying, &digest, &parsed),
+                want,
+                "round {round}"
+            );
+        }
+    }
 }

@@ -503,8 +503,8 @@ fn self_test_block() -> Result<()> {
     let mut chained = data.clone();
     let mut iv = [0u8; BLOCK];
     reference.encrypt_cbc(&mut iv, chained.as_chunks_mut::<BLOCK>().0);
-    let cbc = BlockOp::new(Mode::Cbc, true, fast, &MechParam::Bytes(vec![0; BLOCK]))?
-        .oneshot(&data)?;
+    let cbc =
+        BlockOp::new(Mode::Cbc, true, fast, &MechParam::Bytes(vec![0; BLOCK]))?.oneshot(&data)?;
     if ecb != expect || cbc != chained {
         return Err(Error::general(format!(
             "SM4 kernels ({}) disagree with the portable cipher",

@@ -68,7 +68,12 @@ fn main() -> std::process::ExitCode {
             Ok(l) => l,
             Err(e) => return fail(&format!("cannot listen on {}: {e}", socket.display())),
         };
-        tracing::info!(socket = %socket.display(), "p11kmsd {} serving", env!("CARGO_PKG_VERSION"));
+        tracing::info!(
+            socket = %socket.display(),
+            sm4 = p11kmsd::mech::sm4::implementation(),
+            "p11kmsd {} serving",
+            env!("CARGO_PKG_VERSION")
+        );
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,

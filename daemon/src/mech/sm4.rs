@@ -127,6 +127,12 @@ impl Block16 for Sm4Block {
     }
 }
 
+/// Which SM4 implementation this CPU runs (`aes-ni+vaes`, `aes-ni` or
+/// `portable`), for the start-up log.
+pub fn implementation() -> &'static str {
+    p11kms_sm4::Sm4::new(&[0; KEY_BYTES]).implementation()
+}
+
 /// `CKA_CHECK_VALUE` of an SM4 key: the first 3 bytes of the encryption of
 /// a zero block, the rule PKCS#11 §4.10 gives for AES. Empty for a value
 /// that is not an SM4 key.

@@ -115,6 +115,10 @@ impl Daemon {
                 token: Arc::new(token),
             }));
         }
+        let kms = crate::kms::KmsState::default();
+        for i in &instances {
+            kms.load_imports(&i.token)?;
+        }
         Ok(Daemon {
             config,
             instances,
@@ -123,7 +127,7 @@ impl Daemon {
             next_session_object: AtomicU64::new(SESSION_OBJECT_BASE),
             connections: AtomicU64::new(0),
             started: Instant::now(),
-            kms: crate::kms::KmsState::default(),
+            kms,
             store,
         })
     }

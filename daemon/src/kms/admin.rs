@@ -820,8 +820,10 @@ fn import_params(
             algorithm: alg.to_string(),
             spec: spec.to_string(),
             expires,
+            record: i.token.allocate_id(),
         },
-    );
+        &i.token,
+    )?;
     event(&i.name, &key_id, "ImportParametersIssued");
     Ok(ImportParams {
         key_id,
@@ -866,6 +868,14 @@ fn import(
             "unknown or already used import token",
         )
     })?;
+    // Used for good before anything else happens: the record goes from the
+    // store of the instance that issued it, or the import does not run.
+    let issuer = d
+        .instances
+        .iter()
+        .find(|x| x.name == session.instance)
+        .map_or(&i.token, |x| &x.token);
+    d.kms.forget_import(&session, issuer)?;
     if session.instance != i.name || session.key_id != key_id {
         return Err(Error::new(
             ck::CKR_ARGUMENTS_BAD,

@@ -56,15 +56,26 @@ impl KeyMeta {
     }
 }
 
-/// Import parameters handed out and not used yet (kept in memory: a
-/// daemon restart invalidates them, and the operator asks again).
-#[derive(Debug, Clone)]
+/// Import parameters handed out and not used yet. Kept in memory for the
+/// lookups and, sealed, in the instance's store (`RecordKind::Import`), so
+/// that a token stays good across a daemon restart for its 24 hours, and
+/// stays used once it was taken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportSession {
     pub instance: String,
     pub key_id: String,
     pub algorithm: String,
     pub spec: String,
     pub expires: u64,
+    /// The id of its record in the instance's store.
+    pub record: u64,
+}
+
+/// What an import record holds.
+#[derive(Serialize, Deserialize)]
+struct StoredImport {
+    token: String,
+    session: ImportSession,
 }
 
 /// The KMS layer's in-memory state.
@@ -74,22 +85,56 @@ pub struct KmsState {
 }
 
 impl KmsState {
-    pub fn add_import(&self, token: &str, s: ImportSession) {
-        let mut m = self
-            .imports
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let t = now();
-        m.retain(|_, v| v.expires >= t);
-        m.insert(token.to_string(), s);
-    }
-
-    /// Remove and return an import session: each token is good for one try.
-    pub fn take_import(&self, token: &str) -> Option<ImportSession> {
+    fn sessions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ImportSession>> {
         self.imports
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(token)
+    }
+
+    /// Record an issued token: durably in `token`'s store first (a token
+    /// the store did not take is never handed out), then in memory.
+    pub fn add_import(&self, token: &str, s: ImportSession, store: &Token) -> Result<()> {
+        let plain = postcard::to_stdvec(&StoredImport {
+            token: token.to_string(),
+            session: s.clone(),
+        })
+        .map_err(|e| Error::general(format!("import record: {e}")))?;
+        store.put_import_record(s.record, &plain)?;
+        let mut m = self.sessions();
+        let t = now();
+        m.retain(|_, v| v.expires >= t);
+        m.insert(token.to_string(), s);
+        Ok(())
+    }
+
+    /// Remove and return an import session: each token is good for one try.
+    /// The caller deletes its record (see [`KmsState::forget_import`]).
+    pub fn take_import(&self, token: &str) -> Option<ImportSession> {
+        self.sessions().remove(token)
+    }
+
+    /// Delete a taken session's record from `store`, so that the token stays
+    /// used across a restart. An error here must stop the import.
+    pub fn forget_import(&self, s: &ImportSession, store: &Token) -> Result<()> {
+        store.delete_import_record(s.record)
+    }
+
+    /// Take over the import records `token` found at load: unexpired ones
+    /// become live again; expired or unreadable ones are deleted.
+    pub fn load_imports(&self, token: &Token) -> Result<()> {
+        let t = now();
+        let mut m = self.sessions();
+        for (id, plain) in token.take_loaded_imports() {
+            match postcard::from_bytes::<StoredImport>(&plain) {
+                Ok(r) if r.session.expires >= t && r.session.record == id => {
+                    m.insert(r.token, r.session);
+                }
+                _ => token.delete_import_record(id)?,
+            }
+        }
+        Ok(())
     }
 }
 

@@ -779,3 +779,114 @@ fn pkcs11_unwrap_with_the_import_key() {
         Response::Error(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
     );
 }
+
+/// Import tokens live in the store: one issued before a restart still
+/// imports after it, and one used (even by a failed attempt) before a
+/// restart stays used after it.
+#[test]
+fn import_tokens_survive_a_restart_and_stay_single_use() {
+    let f = fixture();
+    f.key(C::KeyCreate(KeyCreate {
+        alias: Some("byok".into()),
+        origin: Some("EXTERNAL".into()),
+        ..Default::default()
+    }));
+    let params = |d: &Daemon| match super::admin::handle(
+        d,
+        "default",
+        SO,
+        C::ImportParams {
+            key: "byok".into(),
+            wrapping_algorithm: "RSAES_OAEP_SHA_256".into(),
+            wrapping_key_spec: "RSA_2048".into(),
+        },
+    ) {
+        AdminReply::ImportParams(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let kept = params(&f.d);
+    let spent = params(&f.d);
+    let failed = f.admin(C::Import {
+        key: "byok".into(),
+        import_token: spent.import_token.clone(),
+        material: vec![7; 256],
+        expires_unix: None,
+    });
+    assert!(matches!(failed, AdminReply::Failed { .. }), "{failed:?}");
+
+    // Restart: a new daemon over the same data directory.
+    let F { _dir: dir, d, .. } = f;
+    drop(d);
+    let reopen = || {
+        let mut cfg = Config::zero(dir.path().to_path_buf(), dir.path().join("sock"));
+        cfg.instances[0].min_pending_days = 0;
+        Daemon::open(cfg).expect("daemon after restart")
+    };
+    let d = reopen();
+    let token = &d.instances[0].token;
+    let ik_pub = token
+        .all_objects()
+        .into_iter()
+        .find(|o| {
+            o.class == ck::CKO_PUBLIC_KEY
+                && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-RSA_2048".as_slice())
+        })
+        .expect("import public key");
+    let pubkey: Arc<Key> = ik_pub.key().expect("key");
+    let oaep = MechParam::Oaep {
+        hash: ck::CKM_SHA256,
+        mgf: ck::CKG_MGF1_SHA256,
+        source: ck::CKZ_DATA_SPECIFIED,
+        source_data: vec![],
+    };
+    let wrapped = token
+        .registry
+        .get(ck::CKM_RSA_PKCS_OAEP)
+        .expect("oaep")
+        .encrypt_init(&pubkey, &oaep)
+        .expect("init")
+        .oneshot(&[0x42; 32])
+        .expect("enc");
+    let import = |d: &Daemon, t: &str| {
+        super::admin::handle(
+            d,
+            "default",
+            SO,
+            C::Import {
+                key: "byok".into(),
+                import_token: t.to_string(),
+                material: wrapped.clone(),
+                expires_unix: None,
+            },
+        )
+    };
+    let again = import(&d, &spent.import_token);
+    assert!(
+        matches!(
+            again,
+            AdminReply::Failed {
+                rv: ck::CKR_ARGUMENTS_BAD,
+                ..
+            }
+        ),
+        "a token used before the restart: {again:?}"
+    );
+    match import(&d, &kept.import_token) {
+        AdminReply::Key(k) => assert_eq!(k.state, "Enabled"),
+        other => panic!("a token issued before the restart: {other:?}"),
+    }
+    // And once more across another restart: the used token stays used.
+    drop(d);
+    let d = reopen();
+    let third = import(&d, &kept.import_token);
+    assert!(
+        matches!(
+            third,
+            AdminReply::Failed {
+                rv: ck::CKR_ARGUMENTS_BAD,
+                ..
+            }
+        ),
+        "{third:?}"
+    );
+}

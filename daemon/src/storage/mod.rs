@@ -23,6 +23,8 @@ pub enum RecordKind {
     Token = 1,
     /// A token object's attributes.
     Object = 2,
+    /// Import parameters handed out and not used yet (KMS BYOK tokens).
+    Import = 3,
 }
 
 impl RecordKind {
@@ -30,6 +32,7 @@ impl RecordKind {
         match v {
             1 => Some(RecordKind::Token),
             2 => Some(RecordKind::Object),
+            3 => Some(RecordKind::Import),
             _ => None,
         }
     }
@@ -149,13 +152,18 @@ impl SealedStore {
         self.raw()?.apply(&raw_changes)
     }
 
-    /// Wipe all objects and write the new token record, atomically.
+    /// Wipe all objects (and the import parameters issued for them) and
+    /// write the new token record, atomically.
     pub fn reinit(&self, token_plain: &[u8]) -> Result<()> {
         let blob = self.sealer.seal(RecordKind::Token, 0, token_plain)?;
         self.raw()?.apply(&[
             Change::DeleteKind {
                 instance: self.instance.clone(),
                 kind: RecordKind::Object,
+            },
+            Change::DeleteKind {
+                instance: self.instance.clone(),
+                kind: RecordKind::Import,
             },
             Change::Put(Row {
                 instance: self.instance.clone(),

@@ -185,6 +185,8 @@ pub struct Token {
     objects: RwLock<Objects>,
     store: SealedStore,
     next_id: Arc<AtomicU64>,
+    /// Import-parameter records read at load, until the KMS layer takes them.
+    loaded_imports: Mutex<Vec<(u64, Zeroizing<Vec<u8>>)>>,
     pub sessions: AtomicU64,
     pub rw_sessions: AtomicU64,
 }
@@ -204,6 +206,7 @@ impl Token {
     ) -> Result<Self> {
         let mut state = None;
         let mut objects = Objects::default();
+        let mut imports = Vec::new();
         for (kind, id, plain) in store.load()? {
             match kind {
                 RecordKind::Token => {
@@ -217,6 +220,7 @@ impl Token {
                 RecordKind::Object => {
                     objects.insert(Arc::new(Object::new(id, Attrs::from_bytes(&plain)?)))
                 }
+                RecordKind::Import => imports.push((id, plain)),
             }
         }
         let state = match state {
@@ -249,9 +253,31 @@ impl Token {
             objects: RwLock::new(objects),
             store,
             next_id,
+            loaded_imports: Mutex::new(imports),
             sessions: AtomicU64::new(0),
             rw_sessions: AtomicU64::new(0),
         })
+    }
+
+    /// The import-parameter records found at load, handed over once (to the
+    /// KMS layer, which owns their meaning).
+    pub fn take_loaded_imports(&self) -> Vec<(u64, Zeroizing<Vec<u8>>)> {
+        std::mem::take(
+            &mut *self
+                .loaded_imports
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Persist an import-parameter record (sealed like every record).
+    pub fn put_import_record(&self, id: u64, plain: &[u8]) -> Result<()> {
+        self.store.put(RecordKind::Import, id, plain)
+    }
+
+    /// Delete an import-parameter record; durable when this returns.
+    pub fn delete_import_record(&self, id: u64) -> Result<()> {
+        self.store.apply(&[(RecordKind::Import, id, None)])
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, TokenState> {

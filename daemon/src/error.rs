@@ -48,6 +48,23 @@ impl Error {
     pub fn attribute_value_invalid(msg: impl Into<String>) -> Self {
         Error::new(ck::CKR_ATTRIBUTE_VALUE_INVALID, msg)
     }
+    /// A key check's error restated for the wrapping key of `C_WrapKey`
+    /// (`CKR_WRAPPING_KEY_TYPE_INCONSISTENT` / `_SIZE_RANGE`, v3.0 §5.18).
+    pub fn of_wrapping_key(self) -> Self {
+        match self.rv {
+            ck::CKR_KEY_TYPE_INCONSISTENT => Error::rv(ck::CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
+            ck::CKR_KEY_SIZE_RANGE => Error::rv(ck::CKR_WRAPPING_KEY_SIZE_RANGE),
+            _ => self,
+        }
+    }
+    /// The same for the unwrapping key of `C_UnwrapKey`.
+    pub fn of_unwrapping_key(self) -> Self {
+        match self.rv {
+            ck::CKR_KEY_TYPE_INCONSISTENT => Error::rv(ck::CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
+            ck::CKR_KEY_SIZE_RANGE => Error::rv(ck::CKR_UNWRAPPING_KEY_SIZE_RANGE),
+            _ => self,
+        }
+    }
 }
 
 /// Short names for the codes seen most in logs.

@@ -150,9 +150,17 @@ pub trait ModeCipher: Block16 + Sized {
     const CODES: [u64; 3];
     /// `C_GetMechanismInfo` with these flags.
     fn mech_info(flags: u64) -> MechanismInfo;
+    /// The cached schedule of a key of this cipher
+    /// (`CKR_KEY_TYPE_INCONSISTENT` / `CKR_KEY_SIZE_RANGE` otherwise).
     fn for_key(key: &Key) -> Result<Self>;
-    fn for_wrapping_key(key: &Key) -> Result<Self>;
-    fn for_unwrapping_key(key: &Key) -> Result<Self>;
+    /// [`ModeCipher::for_key`] with the errors `C_WrapKey` names.
+    fn for_wrapping_key(key: &Key) -> Result<Self> {
+        Self::for_key(key).map_err(Error::of_wrapping_key)
+    }
+    /// [`ModeCipher::for_key`] with the errors `C_UnwrapKey` names.
+    fn for_unwrapping_key(key: &Key) -> Result<Self> {
+        Self::for_key(key).map_err(Error::of_unwrapping_key)
+    }
 }
 
 impl ModeCipher for AesBlock {
@@ -162,12 +170,6 @@ impl ModeCipher for AesBlock {
     }
     fn for_key(key: &Key) -> Result<Self> {
         AesBlock::for_key(key)
-    }
-    fn for_wrapping_key(key: &Key) -> Result<Self> {
-        AesBlock::for_wrapping_key(key)
-    }
-    fn for_unwrapping_key(key: &Key) -> Result<Self> {
-        AesBlock::for_unwrapping_key(key)
     }
 }
 

@@ -20,7 +20,7 @@ use p11kms_protocol::{MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
-use super::aes::{info, whole, AesBlock};
+use super::aes::{info, whole, AesBlock, ModeCipher};
 use super::{CipherOp, Key, Mechanism, Registry};
 use crate::error::{Error, Result};
 

@@ -74,24 +74,6 @@ impl Sm4Block {
         Ok(Sm4Block(key.cached(schedule)?))
     }
 
-    /// [`Sm4Block::for_key`] with the errors of `C_WrapKey`.
-    pub fn for_wrapping_key(key: &Key) -> Result<Self> {
-        Self::for_key(key).map_err(|e| match e.rv {
-            ck::CKR_KEY_TYPE_INCONSISTENT => Error::rv(ck::CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
-            ck::CKR_KEY_SIZE_RANGE => Error::rv(ck::CKR_WRAPPING_KEY_SIZE_RANGE),
-            _ => e,
-        })
-    }
-
-    /// [`Sm4Block::for_key`] with the errors of `C_UnwrapKey`.
-    pub fn for_unwrapping_key(key: &Key) -> Result<Self> {
-        Self::for_key(key).map_err(|e| match e.rv {
-            ck::CKR_KEY_TYPE_INCONSISTENT => Error::rv(ck::CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
-            ck::CKR_KEY_SIZE_RANGE => Error::rv(ck::CKR_UNWRAPPING_KEY_SIZE_RANGE),
-            _ => e,
-        })
-    }
-
     /// A schedule straight from raw key bytes (self-tests, SM2 envelope use).
     pub fn from_raw(value: &[u8]) -> Result<Self> {
         Ok(Sm4Block(Arc::new(schedule(value)?)))
@@ -184,12 +166,6 @@ impl ModeCipher for Sm4Block {
     }
     fn for_key(key: &Key) -> Result<Self> {
         Sm4Block::for_key(key)
-    }
-    fn for_wrapping_key(key: &Key) -> Result<Self> {
-        Sm4Block::for_wrapping_key(key)
-    }
-    fn for_unwrapping_key(key: &Key) -> Result<Self> {
-        Sm4Block::for_unwrapping_key(key)
     }
 }
 

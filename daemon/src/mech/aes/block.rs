@@ -57,28 +57,6 @@ impl AesBlock {
         Ok(AesBlock(key.cached(Schedule::new)?))
     }
 
-    /// [`AesBlock::for_key`] for `C_WrapKey`, whose errors name the
-    /// wrapping key (`CKR_WRAPPING_KEY_TYPE_INCONSISTENT` /
-    /// `CKR_WRAPPING_KEY_SIZE_RANGE`).
-    pub fn for_wrapping_key(key: &Key) -> Result<Self> {
-        Self::for_key(key).map_err(|e| match e.rv {
-            ck::CKR_KEY_TYPE_INCONSISTENT => Error::rv(ck::CKR_WRAPPING_KEY_TYPE_INCONSISTENT),
-            ck::CKR_KEY_SIZE_RANGE => Error::rv(ck::CKR_WRAPPING_KEY_SIZE_RANGE),
-            _ => e,
-        })
-    }
-
-    /// [`AesBlock::for_key`] for `C_UnwrapKey`
-    /// (`CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT` /
-    /// `CKR_UNWRAPPING_KEY_SIZE_RANGE`).
-    pub fn for_unwrapping_key(key: &Key) -> Result<Self> {
-        Self::for_key(key).map_err(|e| match e.rv {
-            ck::CKR_KEY_TYPE_INCONSISTENT => Error::rv(ck::CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT),
-            ck::CKR_KEY_SIZE_RANGE => Error::rv(ck::CKR_UNWRAPPING_KEY_SIZE_RANGE),
-            _ => e,
-        })
-    }
-
     /// A schedule straight from raw key bytes, for self-tests.
     pub fn from_raw(value: &[u8]) -> Result<Self> {
         Ok(AesBlock(Arc::new(Schedule::new(value)?)))

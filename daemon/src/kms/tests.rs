@@ -174,6 +174,35 @@ impl F {
     }
 }
 
+/// `material` RSA-OAEP(SHA-256)-wrapped under the instance's RSA_2048
+/// import public key, as `openssl pkeyutl` would wrap it.
+fn wrap_for_import(d: &Daemon, material: &[u8]) -> Vec<u8> {
+    let token = &d.instances[0].token;
+    let ik_pub = token
+        .all_objects()
+        .into_iter()
+        .find(|o| {
+            o.class == ck::CKO_PUBLIC_KEY
+                && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-RSA_2048".as_slice())
+        })
+        .expect("import public key");
+    let pubkey: Arc<Key> = ik_pub.key().expect("key");
+    let oaep = MechParam::Oaep {
+        hash: ck::CKM_SHA256,
+        mgf: ck::CKG_MGF1_SHA256,
+        source: ck::CKZ_DATA_SPECIFIED,
+        source_data: vec![],
+    };
+    token
+        .registry
+        .get(ck::CKM_RSA_PKCS_OAEP)
+        .expect("oaep")
+        .encrypt_init(&pubkey, &oaep)
+        .expect("init")
+        .oneshot(material)
+        .expect("enc")
+}
+
 fn envelope() -> Mechanism {
     Mechanism {
         mech: vendor::CKM_P11KMS_AES_GCM_ENVELOPE,
@@ -462,33 +491,8 @@ fn import_of_key_material() {
     };
     let p = params(&f);
     assert!(p.public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
-    // Wrap 32 bytes of material with the import public key (as openssl would).
-    let token = &f.d.instances[0].token;
-    let ik_pub = token
-        .all_objects()
-        .into_iter()
-        .find(|o| {
-            o.class == ck::CKO_PUBLIC_KEY
-                && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-RSA_2048".as_slice())
-        })
-        .expect("import public key");
-    let pubkey: Arc<Key> = ik_pub.key().expect("key");
-    let oaep = MechParam::Oaep {
-        hash: ck::CKM_SHA256,
-        mgf: ck::CKG_MGF1_SHA256,
-        source: ck::CKZ_DATA_SPECIFIED,
-        source_data: vec![],
-    };
-    let wrap = |m: &[u8]| {
-        token
-            .registry
-            .get(ck::CKM_RSA_PKCS_OAEP)
-            .expect("oaep")
-            .encrypt_init(&pubkey, &oaep)
-            .expect("init")
-            .oneshot(m)
-            .expect("enc")
-    };
+    // Wrap material with the import public key (as openssl would).
+    let wrap = |m: &[u8]| wrap_for_import(&f.d, m);
     let material = [0x42u8; 32];
     // Wrong length, then the right material; a token works once.
     let short = f.admin(C::Import {
@@ -823,30 +827,7 @@ fn import_tokens_survive_a_restart_and_stay_single_use() {
         Daemon::open(cfg).expect("daemon after restart")
     };
     let d = reopen();
-    let token = &d.instances[0].token;
-    let ik_pub = token
-        .all_objects()
-        .into_iter()
-        .find(|o| {
-            o.class == ck::CKO_PUBLIC_KEY
-                && o.attrs().get(ck::CKA_LABEL) == Some(b"p11kms-import-key-RSA_2048".as_slice())
-        })
-        .expect("import public key");
-    let pubkey: Arc<Key> = ik_pub.key().expect("key");
-    let oaep = MechParam::Oaep {
-        hash: ck::CKM_SHA256,
-        mgf: ck::CKG_MGF1_SHA256,
-        source: ck::CKZ_DATA_SPECIFIED,
-        source_data: vec![],
-    };
-    let wrapped = token
-        .registry
-        .get(ck::CKM_RSA_PKCS_OAEP)
-        .expect("oaep")
-        .encrypt_init(&pubkey, &oaep)
-        .expect("init")
-        .oneshot(&[0x42; 32])
-        .expect("enc");
+    let wrapped = wrap_for_import(&d, &[0x42; 32]);
     let import = |d: &Daemon, t: &str| {
         super::admin::handle(
             d,

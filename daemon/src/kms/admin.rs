@@ -875,7 +875,7 @@ fn import(
         .iter()
         .find(|x| x.name == session.instance)
         .map_or(&i.token, |x| &x.token);
-    d.kms.forget_import(&session, issuer)?;
+    issuer.delete_import_record(session.record)?;
     if session.instance != i.name || session.key_id != key_id {
         return Err(Error::new(
             ck::CKR_ARGUMENTS_BAD,

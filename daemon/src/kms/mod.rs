@@ -110,15 +110,11 @@ impl KmsState {
     }
 
     /// Remove and return an import session: each token is good for one try.
-    /// The caller deletes its record (see [`KmsState::forget_import`]).
+    /// The caller deletes its record from the issuing instance's store
+    /// (`Token::delete_import_record`) before importing, so that the token
+    /// stays used across a restart.
     pub fn take_import(&self, token: &str) -> Option<ImportSession> {
         self.sessions().remove(token)
-    }
-
-    /// Delete a taken session's record from `store`, so that the token stays
-    /// used across a restart. An error here must stop the import.
-    pub fn forget_import(&self, s: &ImportSession, store: &Token) -> Result<()> {
-        store.delete_import_record(s.record)
     }
 
     /// Take over the import records `token` found at load: unexpired ones

@@ -69,7 +69,7 @@ pub fn init_pin(_d: &Daemon, app: &App, session: u64, pin: &[u8]) -> Result<Resp
         if !s.rw {
             return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
         }
-        s.token.set_user_pin(pin)?;
+        s.token.set_pin(User::User, pin)?;
         Ok(Response::Ok)
     })
 }
@@ -87,10 +87,7 @@ pub fn set_pin(_d: &Daemon, app: &App, session: u64, old: &[u8], new: &[u8]) -> 
         };
         crate::token::pin::check_len(new)?;
         s.token.verify_pin(who, old)?;
-        match who {
-            User::So => s.token.set_so_pin(new)?,
-            User::User => s.token.set_user_pin(new)?,
-        }
+        s.token.set_pin(who, new)?;
         Ok(Response::Ok)
     })
 }

@@ -83,34 +83,10 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
         )),
         AdminCommand::KeyDescribe { key } => Ok(AdminReply::Key(describe(&*resolve(t, &key)?))),
         AdminCommand::KeyEnable { key } => {
-            let o = resolve(t, &key)?;
-            protect(&o)?;
-            match state(&o) {
-                vendor::CKV_P11KMS_STATE_DISABLED | vendor::CKV_P11KMS_STATE_ENABLED => {}
-                s => {
-                    return Err(prohibited(format!(
-                        "a key in state {} cannot be enabled",
-                        super::state_name(s)
-                    )))
-                }
-            }
-            set_state(i, &o, vendor::CKV_P11KMS_STATE_ENABLED, |_| {})?;
-            Ok(AdminReply::Key(describe(&o)))
+            toggle(i, &key, vendor::CKV_P11KMS_STATE_ENABLED, "enabled")
         }
         AdminCommand::KeyDisable { key } => {
-            let o = resolve(t, &key)?;
-            protect(&o)?;
-            match state(&o) {
-                vendor::CKV_P11KMS_STATE_DISABLED | vendor::CKV_P11KMS_STATE_ENABLED => {}
-                s => {
-                    return Err(prohibited(format!(
-                        "a key in state {} cannot be disabled",
-                        super::state_name(s)
-                    )))
-                }
-            }
-            set_state(i, &o, vendor::CKV_P11KMS_STATE_DISABLED, |_| {})?;
-            Ok(AdminReply::Key(describe(&o)))
+            toggle(i, &key, vendor::CKV_P11KMS_STATE_DISABLED, "disabled")
         }
         AdminCommand::KeyScheduleDeletion { key, pending_days } => {
             let o = resolve(t, &key)?;
@@ -324,6 +300,23 @@ fn check_rotatable(o: &Object) -> Result<()> {
         return Err(prohibited("keys with imported material do not rotate"));
     }
     Ok(())
+}
+
+/// `key enable` / `key disable`: only between Enabled and Disabled.
+fn toggle(i: &Instance, key: &str, to: u64, verb: &str) -> Result<AdminReply> {
+    let o = resolve(&i.token, key)?;
+    protect(&o)?;
+    match state(&o) {
+        vendor::CKV_P11KMS_STATE_DISABLED | vendor::CKV_P11KMS_STATE_ENABLED => {}
+        s => {
+            return Err(prohibited(format!(
+                "a key in state {} cannot be {verb}",
+                super::state_name(s)
+            )))
+        }
+    }
+    set_state(i, &o, to, |_| {})?;
+    Ok(AdminReply::Key(describe(&o)))
 }
 
 /// Rotate a symmetric key: the current material becomes a version object

@@ -443,8 +443,9 @@ impl Token {
         }
     }
 
-    /// `C_InitPIN` (SO) or the user half of `C_SetPIN`.
-    pub fn set_user_pin(&self, new_pin: &[u8]) -> Result<()> {
+    /// Set `who`'s PIN and clear its failure count: `C_InitPIN` (the user's,
+    /// by the SO) and `C_SetPIN`.
+    pub fn set_pin(&self, who: User, new_pin: &[u8]) -> Result<()> {
         pin::check_len(new_pin)?;
         let hash = pin::hash(new_pin)?;
         let _g = self
@@ -452,24 +453,10 @@ impl Token {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = self.state().clone();
-        next.user_pin = Some(hash);
-        next.user_failures = 0;
-        self.save_state(&next)?;
-        *self.state() = next;
-        Ok(())
-    }
-
-    /// The SO half of `C_SetPIN`.
-    pub fn set_so_pin(&self, new_pin: &[u8]) -> Result<()> {
-        pin::check_len(new_pin)?;
-        let hash = pin::hash(new_pin)?;
-        let _g = self
-            .pin_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = self.state().clone();
-        next.so_pin = Some(hash);
-        next.so_failures = 0;
+        match who {
+            User::So => (next.so_pin, next.so_failures) = (Some(hash), 0),
+            User::User => (next.user_pin, next.user_failures) = (Some(hash), 0),
+        }
         self.save_state(&next)?;
         *self.state() = next;
         Ok(())

@@ -18,7 +18,7 @@
 //! Malformed input gives `CKR_ATTRIBUTE_VALUE_INVALID` (or
 //! `CKR_WRAPPED_KEY_INVALID` for an unwrapped PKCS#8 blob), never a panic.
 
-use p11kms_protocol::Attribute;
+use p11kms_protocol::{Attribute, MechParam};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
@@ -169,6 +169,20 @@ impl EcCurve {
             _ => 32,
         }
     }
+}
+
+/// The curve a key-pair generation asks for: no mechanism parameter, and
+/// `CKA_EC_PARAMS` in the public template (`CKR_TEMPLATE_INCOMPLETE`
+/// without it), parsed by [`parse_ec_params`].
+pub fn keygen_curve(param: &MechParam, public: &[Attribute]) -> Result<EcCurve> {
+    if *param != MechParam::None {
+        return Err(Error::param_invalid(
+            "key pair generation takes no parameter",
+        ));
+    }
+    let params = template_bytes(public, ck::CKA_EC_PARAMS)
+        .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS missing"))?;
+    parse_ec_params(params)
 }
 
 /// Parse `CKA_EC_PARAMS`: a named-curve OID or a PrintableString curve

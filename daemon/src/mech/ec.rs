@@ -20,7 +20,7 @@ use p11kms_protocol::{Attribute, MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
-use super::asym::{self, template_bytes, EcCurve};
+use super::asym::{self, EcCurve};
 use super::provider::{self, Curve, EcPrivate, EcPublic, Hash, Hasher};
 use super::{GeneratedKeyPair, Key, Mechanism, Registry, SignOp, VerifyOp};
 use crate::error::{Error, Result};
@@ -106,14 +106,7 @@ impl Mechanism for KeyPairGen {
         public: &[Attribute],
         _private: &[Attribute],
     ) -> Result<GeneratedKeyPair> {
-        if *param != MechParam::None {
-            return Err(Error::param_invalid(
-                "CKM_EC_KEY_PAIR_GEN takes no parameter",
-            ));
-        }
-        let params = template_bytes(public, ck::CKA_EC_PARAMS)
-            .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS missing"))?;
-        let EcCurve::Nist(curve) = asym::parse_ec_params(params)? else {
+        let EcCurve::Nist(curve) = asym::keygen_curve(param, public)? else {
             return Err(Error::new(
                 ck::CKR_CURVE_NOT_SUPPORTED,
                 "CKM_EC_KEY_PAIR_GEN is for P-256/P-384/P-521",

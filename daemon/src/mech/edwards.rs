@@ -18,7 +18,7 @@ use p11kms_protocol::{Attribute, MechParam, MechanismInfo};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
-use super::asym::{self, template_bytes, EcCurve};
+use super::asym::{self, EcCurve};
 use super::provider::{self, Ed25519Private, Ed25519Public, X25519Private};
 use super::{GeneratedKeyPair, Key, Mechanism, Registry, SignOp, VerifyOp};
 use crate::error::{Error, Result};
@@ -114,14 +114,7 @@ impl Mechanism for KeyPairGen {
         public: &[Attribute],
         _private: &[Attribute],
     ) -> Result<GeneratedKeyPair> {
-        if *param != MechParam::None {
-            return Err(Error::param_invalid(
-                "key pair generation takes no parameter",
-            ));
-        }
-        let params = template_bytes(public, ck::CKA_EC_PARAMS)
-            .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_EC_PARAMS missing"))?;
-        if asym::parse_ec_params(params)? != self.curve {
+        if asym::keygen_curve(param, public)? != self.curve {
             return Err(Error::new(
                 ck::CKR_CURVE_NOT_SUPPORTED,
                 "curve does not match the mechanism",

@@ -138,6 +138,21 @@ pub struct DigestState {
     pub multipart: bool,
 }
 
+/// Whether the running signature or decryption needs a
+/// `C_Login(CKU_CONTEXT_SPECIFIC)` before its next call: the key has
+/// `CKA_ALWAYS_AUTHENTICATE` TRUE (PKCS#11 v3.0 §4.9 and `C_Login`). Set by
+/// each init, so one context login serves one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContextLogin {
+    /// The key does not ask for one.
+    #[default]
+    NotNeeded,
+    /// Asked for, not given yet.
+    Needed,
+    /// Given for the running operation.
+    Given,
+}
+
 /// One session.
 pub struct Session {
     pub handle: u64,
@@ -150,6 +165,10 @@ pub struct Session {
     pub digest: Option<DigestState>,
     pub sign: Option<SignState>,
     pub verify: Option<VerifyState>,
+    /// Context login state of the running signature.
+    pub sign_login: ContextLogin,
+    /// Context login state of the running decryption.
+    pub decrypt_login: ContextLogin,
 }
 
 impl Session {
@@ -165,6 +184,8 @@ impl Session {
             digest: None,
             sign: None,
             verify: None,
+            sign_login: ContextLogin::NotNeeded,
+            decrypt_login: ContextLogin::NotNeeded,
         }
     }
 

@@ -4,7 +4,8 @@
 use p11kms_protocol::{vendor, Mechanism, OutCap, Response};
 use pkcs11_sys as ck;
 
-use super::{usable_key, visible_object, with_session};
+use super::session::{context_login_for, require_context_login};
+use super::{check_enabled, usable_key, visible_object, with_session};
 use crate::access::App;
 use crate::error::{Error, Result};
 use crate::kms::envelope;
@@ -56,6 +57,7 @@ pub fn decrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resu
         }
         let m = s.token.registry.get(mech.mech)?.clone();
         let (o, k) = usable_key(app, s, key, ck::CKA_DECRYPT, mech.mech)?;
+        s.decrypt_login = context_login_for(&o);
         let op = if mech.mech == vendor::CKM_P11KMS_AES_GCM_ENVELOPE {
             envelope::decrypt_init(s.token.clone(), &o, &mech.param)?
         } else {
@@ -68,6 +70,7 @@ pub fn decrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resu
 
 pub fn decrypt(app: &App, session: u64, call: Call, data: &[u8], out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
+        require_context_login(&mut s.decrypt, s.decrypt_login)?;
         let op = s.decrypt.as_mut().ok_or_else(not_init)?;
         match op.step(call, data, out) {
             Ok(step) => {
@@ -134,6 +137,7 @@ pub fn digest_key(app: &App, session: u64, key: u64) -> Result<Response> {
             return Err(not_init());
         }
         let o = visible_object(app, s, key).map_err(|_| Error::rv(ck::CKR_KEY_HANDLE_INVALID))?;
+        check_enabled(s, &o)?;
         let value = {
             let a = o.attrs();
             if o.class != ck::CKO_SECRET_KEY
@@ -172,7 +176,8 @@ pub fn sign_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Result<
             return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
         }
         let m = s.token.registry.get(mech.mech)?.clone();
-        let (_, k) = usable_key(app, s, key, ck::CKA_SIGN, mech.mech)?;
+        let (o, k) = usable_key(app, s, key, ck::CKA_SIGN, mech.mech)?;
+        s.sign_login = context_login_for(&o);
         s.sign = Some(SignState {
             op: m.sign_init(&k, &mech.param)?,
             multipart: false,
@@ -183,6 +188,7 @@ pub fn sign_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Result<
 
 pub fn sign(app: &App, session: u64, data: &[u8], out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
+        require_context_login(&mut s.sign, s.sign_login)?;
         let st = s.sign.as_mut().ok_or_else(not_init)?;
         if st.multipart {
             return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
@@ -202,6 +208,7 @@ pub fn sign(app: &App, session: u64, data: &[u8], out: OutCap) -> Result<Respons
 
 pub fn sign_update(app: &App, session: u64, data: &[u8]) -> Result<Response> {
     with_session(app, session, |s| {
+        require_context_login(&mut s.sign, s.sign_login)?;
         let st = s.sign.as_mut().ok_or_else(not_init)?;
         if !st.op.multipart() {
             s.sign = None;
@@ -221,6 +228,7 @@ pub fn sign_update(app: &App, session: u64, data: &[u8]) -> Result<Response> {
 
 pub fn sign_final(app: &App, session: u64, out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
+        require_context_login(&mut s.sign, s.sign_login)?;
         let st = s.sign.as_mut().ok_or_else(not_init)?;
         if let Some(r) = exact_output(st.op.sig_len(), out) {
             return Ok(r);

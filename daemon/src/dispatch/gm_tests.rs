@@ -292,13 +292,9 @@ fn gm_instance_serves_only_sm() {
         }
         other => panic!("{other:?}"),
     }
-    // The gm instance's default key is SM4; EC_SM2 keys come from the CLI.
+    // EC_SM2 keys come from the CLI; the gm instance's default key (made
+    // by that first command) is SM4.
     let admin = |cmd| crate::kms::admin::handle(&f.d, "gm", SO, cmd);
-    let AdminReply::Keys(keys) = admin(AdminCommand::KeyList) else {
-        panic!("list")
-    };
-    let default = keys.iter().find(|k| k.default_key).expect("default key");
-    assert_eq!(default.spec, "SM4");
     let AdminReply::Key(k) = admin(AdminCommand::KeyCreate(KeyCreate {
         spec: Some("EC_SM2".into()),
         ..Default::default()
@@ -306,6 +302,11 @@ fn gm_instance_serves_only_sm() {
         panic!("EC_SM2")
     };
     assert_eq!(k.spec, "EC_SM2");
+    let AdminReply::Keys(keys) = admin(AdminCommand::KeyList) else {
+        panic!("list")
+    };
+    let default = keys.iter().find(|k| k.default_key).expect("default key");
+    assert_eq!(default.spec, "SM4");
     assert!(matches!(
         admin(AdminCommand::KeyCreate(KeyCreate {
             spec: Some("AES_256".into()),

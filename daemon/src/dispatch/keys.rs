@@ -5,7 +5,7 @@ use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
 use super::object::store_object;
-use super::{actor, usable_key, visible_object, with_session};
+use super::{actor, check_enabled, usable_key, visible_object, with_session};
 use crate::access::App;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
@@ -78,6 +78,7 @@ pub fn generate_key_pair(
         let key_id = object::new_key_id();
         object::finish_key(&mut public, Origin::Generate, Some(mech.mech), &key_id);
         object::finish_key(&mut private, Origin::Generate, Some(mech.mech), &key_id);
+        object::pair_history(&private, &mut public);
         // Store the private key first: if the public one then fails, the
         // caller gets an error and no orphaned public key exists.
         let private_handle = store_object(d, app, s, private)?;
@@ -89,6 +90,11 @@ pub fn generate_key_pair(
     })
 }
 
+/// `C_WrapKey` under the key protection policy (docs/security.md): the key
+/// must be enabled and extractable; a `CKA_WRAP_WITH_TRUSTED` key goes only
+/// under a trusted key; a sensitive key goes only under a key that can never
+/// open the result for a caller ([`object::guards_sensitive`]) and only with
+/// an authenticated key-wrap mechanism.
 pub fn wrap(
     app: &App,
     session: u64,
@@ -100,20 +106,41 @@ pub fn wrap(
     with_session(app, session, |s| {
         let m = s.token.registry.get(mech.mech)?.clone();
         let (wo, wk) = usable_key(app, s, wrapping_key, ck::CKA_WRAP, mech.mech)?;
+        let (trusted, guards) = {
+            let w = wo.attrs();
+            (w.bool(ck::CKA_TRUSTED), object::guards_sensitive(&w))
+        };
         let o = visible_object(app, s, key).map_err(|_| Error::rv(ck::CKR_KEY_HANDLE_INVALID))?;
         if !o.is_key() || o.class == ck::CKO_PUBLIC_KEY {
             return Err(Error::rv(ck::CKR_KEY_NOT_WRAPPABLE));
         }
+        check_enabled(s, &o)?;
         let value = {
             let a = o.attrs();
             if !a.bool(ck::CKA_EXTRACTABLE) {
                 return Err(Error::rv(ck::CKR_KEY_UNEXTRACTABLE));
             }
-            if a.bool(ck::CKA_WRAP_WITH_TRUSTED) && !wo.attrs().bool(ck::CKA_TRUSTED) {
+            if a.bool(ck::CKA_WRAP_WITH_TRUSTED) && !trusted {
                 return Err(Error::new(
                     ck::CKR_KEY_NOT_WRAPPABLE,
                     "key may only be wrapped by a trusted key",
                 ));
+            }
+            if a.bool(ck::CKA_SENSITIVE) {
+                if !object::authenticated_wrap(mech.mech) {
+                    return Err(Error::new(
+                        ck::CKR_KEY_NOT_WRAPPABLE,
+                        "a sensitive key is wrapped only with an authenticated key-wrap \
+                         mechanism (AES key wrap, RSA-OAEP, RSA-AES key wrap)",
+                    ));
+                }
+                if !guards {
+                    return Err(Error::new(
+                        ck::CKR_KEY_NOT_WRAPPABLE,
+                        "a sensitive key is wrapped only under a trusted key, or one generated \
+                         here that was never extractable and never able to decrypt",
+                    ));
+                }
             }
             let v = if o.class == ck::CKO_SECRET_KEY {
                 a.get(ck::CKA_VALUE)
@@ -143,6 +170,20 @@ pub fn wrap(
     })
 }
 
+/// How recovered material may be shaped into a key.
+#[derive(Clone, Copy)]
+enum Recovered {
+    /// Derived (ECDH): the template decides, as the spec says.
+    Derived,
+    /// Unwrapped under a key that may hold sensitive keys: `CKA_VALUE_LEN`
+    /// must be the recovered length exactly (cutting a recovered key short
+    /// makes a key small enough to brute force, byte after byte).
+    UnwrappedSensitive,
+    /// Any other unwrap: `CKA_VALUE_LEN` may cut the zero padding that
+    /// RFC 3394 wrapping of other tokens leaves on odd-length keys.
+    Unwrapped,
+}
+
 /// Build a secret key from recovered material (unwrap, derive).
 fn secret_from_material(
     d: &Daemon,
@@ -150,6 +191,7 @@ fn secret_from_material(
     s: &crate::session::Session,
     template: &[Attribute],
     mut value: Zeroizing<Vec<u8>>,
+    how: Recovered,
 ) -> Result<u64> {
     let class = object::template_ulong(template, ck::CKA_CLASS)?
         .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_CLASS missing"))?;
@@ -159,6 +201,7 @@ fn secret_from_material(
             "this instance only takes keys generated inside it",
         ));
     }
+    let origin = Origin::Unwrap;
     if class == ck::CKO_PRIVATE_KEY {
         // PKCS#8 under AES-KWP / AES-CBC-PAD / ...
         let (kt, der, extra) = crate::mech::asym::private_from_pkcs8(&value)?;
@@ -166,14 +209,14 @@ fn secret_from_material(
             template,
             Some(ck::CKO_PRIVATE_KEY),
             Some(kt),
-            Origin::Unwrap,
+            origin,
             actor(app, s),
         )?;
         for (t, v) in extra {
             attrs.set(t, v);
         }
         attrs.set(INTERNAL_DER, der.to_vec());
-        object::finish_key(&mut attrs, Origin::Unwrap, None, &object::new_key_id());
+        object::finish_key(&mut attrs, origin, None, &object::new_key_id());
         return store_object(d, app, s, attrs);
     }
     if class != ck::CKO_SECRET_KEY {
@@ -185,12 +228,18 @@ fn secret_from_material(
     let kt = object::template_ulong(template, ck::CKA_KEY_TYPE)?
         .ok_or_else(|| Error::new(ck::CKR_TEMPLATE_INCOMPLETE, "CKA_KEY_TYPE missing"))?;
     if let Some(n) = object::template_value_len(template)? {
-        // RFC 3394 without padding leaves trailing zeros on keys whose
-        // length is not a multiple of 8; CKA_VALUE_LEN says where to cut.
-        if n > value.len() || n == 0 {
+        let cut = value.len().checked_sub(n).filter(|_| n > 0);
+        let allowed = match (how, cut) {
+            (_, None) => false,
+            (_, Some(0)) => true,
+            (Recovered::Unwrapped, Some(c)) => c < 8 && value[n..].iter().all(|b| *b == 0),
+            (_, Some(_)) => false,
+        };
+        if !allowed {
             return Err(Error::new(
                 ck::CKR_TEMPLATE_INCONSISTENT,
-                "CKA_VALUE_LEN exceeds the recovered key",
+                "CKA_VALUE_LEN does not fit the recovered key (only RFC 3394's zero padding \
+                 may be cut, and not under a key that may hold sensitive keys)",
             ));
         }
         value.truncate(n);
@@ -205,14 +254,31 @@ fn secret_from_material(
         template,
         Some(ck::CKO_SECRET_KEY),
         Some(kt),
-        Origin::Unwrap,
+        origin,
         actor(app, s),
     )?;
     attrs.set(ck::CKA_VALUE, value.to_vec());
-    object::finish_key(&mut attrs, Origin::Unwrap, None, &object::new_key_id());
+    object::finish_key(&mut attrs, origin, None, &object::new_key_id());
     store_object(d, app, s, attrs)
 }
 
+/// Will the key made from `template` be sensitive? `CKA_SENSITIVE` as given,
+/// else the default (TRUE for secret and private keys).
+fn template_sensitive(template: &[Attribute]) -> bool {
+    template
+        .iter()
+        .rev()
+        .find(|a| a.ty == ck::CKA_SENSITIVE)
+        .and_then(|a| a.value.as_deref())
+        .is_none_or(|v| v.iter().any(|b| *b != 0))
+}
+
+/// `C_UnwrapKey` under the key protection policy (docs/security.md),
+/// decided before anything is unwrapped so that no refusal says anything
+/// about the blob: a key that may hold sensitive keys unwraps only with an
+/// authenticated mechanism and only into sensitive keys; a key that can
+/// encrypt never unwraps into a sensitive key (its caller could plant a
+/// value they know).
 pub fn unwrap(
     d: &Daemon,
     app: &App,
@@ -224,7 +290,7 @@ pub fn unwrap(
 ) -> Result<Response> {
     with_session(app, session, |s| {
         let m = s.token.registry.get(mech.mech)?.clone();
-        let (_, uk) =
+        let (uo, uk) =
             usable_key(app, s, unwrapping_key, ck::CKA_UNWRAP, mech.mech).map_err(|e| {
                 if e.rv == ck::CKR_KEY_HANDLE_INVALID {
                     Error::rv(ck::CKR_UNWRAPPING_KEY_HANDLE_INVALID)
@@ -232,9 +298,38 @@ pub fn unwrap(
                     e
                 }
             })?;
+        let (only_sensitive, encrypts) = {
+            let a = uo.attrs();
+            (object::unwraps_only_sensitive(&a), a.bool(ck::CKA_ENCRYPT))
+        };
+        let sensitive = template_sensitive(template);
+        if only_sensitive && !object::authenticated_wrap(mech.mech) {
+            return Err(Error::new(
+                ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
+                "a key that may hold sensitive keys unwraps only with an authenticated \
+                 key-wrap mechanism",
+            ));
+        }
+        if only_sensitive && !sensitive {
+            return Err(Error::new(
+                ck::CKR_TEMPLATE_INCONSISTENT,
+                "a key that may hold sensitive keys unwraps only into sensitive keys",
+            ));
+        }
+        if encrypts && sensitive {
+            return Err(Error::new(
+                ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
+                "a key that can encrypt never unwraps into a sensitive key",
+            ));
+        }
         let value = m.unwrap(&mech.param, &uk, wrapped)?;
+        let how = if only_sensitive {
+            Recovered::UnwrappedSensitive
+        } else {
+            Recovered::Unwrapped
+        };
         Ok(Response::Handle(secret_from_material(
-            d, app, s, template, value,
+            d, app, s, template, value, how,
         )?))
     })
 }
@@ -252,7 +347,12 @@ pub fn derive(
         let (_, bk) = usable_key(app, s, base, ck::CKA_DERIVE, mech.mech)?;
         let value = m.derive(&mech.param, &bk, object::template_value_len(template)?)?;
         Ok(Response::Handle(secret_from_material(
-            d, app, s, template, value,
+            d,
+            app,
+            s,
+            template,
+            value,
+            Recovered::Derived,
         )?))
     })
 }

@@ -10,7 +10,7 @@ mod slot;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use p11kms_protocol::{vendor, Request, Response};
+use p11kms_protocol::{Request, Response};
 use pkcs11_sys as ck;
 
 use crate::access::App;
@@ -18,7 +18,7 @@ use crate::daemon::{Daemon, SESSION_OBJECT_BASE};
 use crate::error::{rv_name, Error, Result};
 use crate::mech::Key;
 use crate::session::Session;
-use crate::token::object::{Actor, Object};
+use crate::token::object::{enabled, Actor, Object};
 use crate::token::User;
 
 pub use session::close_session;
@@ -236,20 +236,13 @@ pub(crate) fn usable_key(
     if !o.is_key() {
         return Err(Error::rv(ck::CKR_KEY_HANDLE_INVALID));
     }
+    check_enabled(s, &o)?;
     {
         let a = o.attrs();
         if !a.bool(usage) {
             return Err(Error::new(
                 ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
                 format!("key lacks usage attribute 0x{usage:x}"),
-            ));
-        }
-        if a.ulong(vendor::CKA_P11KMS_KEY_STATE)
-            .is_some_and(|st| st != vendor::CKV_P11KMS_STATE_ENABLED)
-        {
-            return Err(Error::new(
-                ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
-                "key is not enabled",
             ));
         }
         if let Some(allowed) = a.get(ck::CKA_ALLOWED_MECHANISMS) {
@@ -267,6 +260,39 @@ pub(crate) fn usable_key(
     }
     let k = o.key()?;
     Ok((o, k))
+}
+
+/// Is the key enabled as the KMS sees it? Its own state, and for a session
+/// copy of a token key the state of the token's objects of the same key id:
+/// disabling a key reaches the copies an application made of it.
+pub(crate) fn key_enabled(s: &Session, o: &Object) -> bool {
+    if !enabled(&o.attrs()) {
+        return false;
+    }
+    if o.token {
+        return true;
+    }
+    let Some(key_id) = crate::kms::key_id_of(o) else {
+        return true;
+    };
+    s.token
+        .objects_of_key(&key_id)
+        .iter()
+        .all(|t| enabled(&t.attrs()))
+}
+
+/// Every use and export of a key checks its lifecycle state first
+/// (`CKR_KEY_FUNCTION_NOT_PERMITTED` for a disabled, pending-deletion or
+/// pending-import key).
+pub(crate) fn check_enabled(s: &Session, o: &Object) -> Result<()> {
+    if key_enabled(s, o) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
+            "key is not enabled",
+        ))
+    }
 }
 
 #[cfg(test)]

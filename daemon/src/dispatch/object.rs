@@ -2,23 +2,32 @@
 
 use std::sync::Arc;
 
-use p11kms_protocol::{Attribute, Response};
+use p11kms_protocol::{AttrResult, Attribute, Response};
 use pkcs11_sys as ck;
 
-use super::{actor, visible_object, with_session};
+use super::{actor, key_enabled, visible_object, with_session};
 use crate::access::App;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
+use crate::kms;
 use crate::session::{FindState, Session};
 use crate::token::object::{self, Actor, Attrs, Object, Origin};
 
 /// Store a finished attribute set as a token or session object, checking
-/// the session's right to do so.
+/// the session's right to do so: token objects need a R/W session and a
+/// login (without one a session makes session objects only), private
+/// objects the user.
 pub(crate) fn store_object(d: &Daemon, app: &App, s: &Session, attrs: Attrs) -> Result<u64> {
     let token = attrs.bool(ck::CKA_TOKEN);
     let private = attrs.bool(ck::CKA_PRIVATE);
     if token && !s.rw {
         return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
+    }
+    if token && actor(app, s) == Actor::Public {
+        return Err(Error::new(
+            ck::CKR_USER_NOT_LOGGED_IN,
+            "token objects are made only after a login",
+        ));
     }
     if private && actor(app, s) != Actor::User {
         return Err(Error::new(
@@ -35,19 +44,25 @@ pub(crate) fn store_object(d: &Daemon, app: &App, s: &Session, attrs: Attrs) -> 
     }
 }
 
-/// Check that this session may change or destroy `o`. Service keys belong
-/// to their service: nobody changes or destroys them.
+/// Check that this session may change or destroy `o`: token objects only
+/// from a R/W session after a login, private objects by the user, and
+/// KMS-managed keys by nobody ([`kms::managed`]: only the lifecycle commands
+/// change them).
 fn check_writable(app: &App, s: &Session, o: &Object) -> Result<()> {
-    if o.attrs()
-        .bool(p11kms_protocol::vendor::CKA_P11KMS_SERVICE_KEY)
-    {
+    if kms::managed(&s.token, o) {
         return Err(Error::new(
             ck::CKR_ACTION_PROHIBITED,
-            "service keys cannot be changed or destroyed",
+            "a KMS-managed key changes only through the lifecycle commands",
         ));
     }
     if o.token && !s.rw {
         return Err(Error::rv(ck::CKR_SESSION_READ_ONLY));
+    }
+    if o.token && actor(app, s) == Actor::Public {
+        return Err(Error::new(
+            ck::CKR_USER_NOT_LOGGED_IN,
+            "token objects change only after a login",
+        ));
     }
     if o.private && actor(app, s) != Actor::User {
         return Err(Error::rv(ck::CKR_USER_NOT_LOGGED_IN));
@@ -109,10 +124,9 @@ pub fn copy(
 ) -> Result<Response> {
     with_session(app, session, |s| {
         let o = visible_object(app, s, handle)?;
-        if !o.attrs().bool(ck::CKA_COPYABLE)
-            || o.attrs()
-                .bool(p11kms_protocol::vendor::CKA_P11KMS_SERVICE_KEY)
-        {
+        // A copy of a KMS key would be a second object with its key id
+        // that no lifecycle command knows about.
+        if !o.attrs().bool(ck::CKA_COPYABLE) || kms::managed(&s.token, &o) {
             return Err(Error::new(
                 ck::CKR_ACTION_PROHIBITED,
                 "object is not copyable",
@@ -153,8 +167,19 @@ pub fn size(app: &App, session: u64, handle: u64) -> Result<Response> {
 pub fn get_attributes(app: &App, session: u64, handle: u64, types: &[u64]) -> Result<Response> {
     with_session(app, session, |s| {
         let o = visible_object(app, s, handle)?;
+        let enabled = !o.is_key() || key_enabled(s, &o);
+        let managed = kms::managed(&s.token, &o);
         Ok(Response::Attributes(
-            types.iter().map(|t| o.get_attribute(*t)).collect(),
+            types
+                .iter()
+                .map(|t| match *t {
+                    // What PKCS#11 may do to a KMS-managed key: nothing.
+                    ck::CKA_MODIFIABLE | ck::CKA_COPYABLE | ck::CKA_DESTROYABLE if managed => {
+                        AttrResult::Value(vec![0])
+                    }
+                    t => o.get_attribute(t, enabled),
+                })
+                .collect(),
         ))
     })
 }

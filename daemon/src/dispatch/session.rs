@@ -10,7 +10,8 @@ use super::{lock, with_session};
 use crate::access::App;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use crate::session::Session;
+use crate::session::{ContextLogin, Session};
+use crate::token::object::Object;
 use crate::token::User;
 
 pub fn open(d: &Daemon, app: &Arc<App>, slot: u64, flags: u64) -> Result<Response> {
@@ -106,13 +107,7 @@ pub fn login(app: &App, handle: u64, user_type: u64, pin: &[u8]) -> Result<Respo
     let who = match user_type {
         ck::CKU_SO => User::So,
         ck::CKU_USER => User::User,
-        ck::CKU_CONTEXT_SPECIFIC => {
-            // No p11kms key requires per-operation authentication.
-            return Err(Error::new(
-                ck::CKR_OPERATION_NOT_INITIALIZED,
-                "no operation needs context-specific login",
-            ));
-        }
+        ck::CKU_CONTEXT_SPECIFIC => return context_login(app, handle, pin),
         _ => return Err(Error::rv(ck::CKR_USER_TYPE_INVALID)),
     };
     match app.login_state(slot) {
@@ -132,6 +127,53 @@ pub fn login(app: &App, handle: u64, user_type: u64, pin: &[u8]) -> Result<Respo
     token.verify_pin(who, pin)?;
     app.set_login(slot, Some(who));
     Ok(Response::Ok)
+}
+
+/// `C_Login(CKU_CONTEXT_SPECIFIC)`: the user's PIN (counted like any
+/// login) for the running signature or decryption whose key has
+/// `CKA_ALWAYS_AUTHENTICATE`; the session's login state does not change.
+fn context_login(app: &App, handle: u64, pin: &[u8]) -> Result<Response> {
+    with_session(app, handle, |s| {
+        let sign = s.sign.is_some() && s.sign_login == ContextLogin::Needed;
+        let decrypt = s.decrypt.is_some() && s.decrypt_login == ContextLogin::Needed;
+        if !sign && !decrypt {
+            return Err(Error::new(
+                ck::CKR_OPERATION_NOT_INITIALIZED,
+                "no operation is waiting for a context-specific login",
+            ));
+        }
+        s.token.verify_pin(User::User, pin)?;
+        if sign {
+            s.sign_login = ContextLogin::Given;
+        }
+        if decrypt {
+            s.decrypt_login = ContextLogin::Given;
+        }
+        Ok(Response::Ok)
+    })
+}
+
+/// What an operation started with `o` needs before its first call.
+pub(super) fn context_login_for(o: &Object) -> ContextLogin {
+    if o.attrs().bool(ck::CKA_ALWAYS_AUTHENTICATE) {
+        ContextLogin::Needed
+    } else {
+        ContextLogin::NotNeeded
+    }
+}
+
+/// Before each call of a running signature or decryption: a key with
+/// `CKA_ALWAYS_AUTHENTICATE` needs its context login, else the call fails
+/// with `CKR_USER_NOT_LOGGED_IN` and the operation ends.
+pub(super) fn require_context_login<T>(op: &mut Option<T>, login: ContextLogin) -> Result<()> {
+    if op.is_some() && login == ContextLogin::Needed {
+        *op = None;
+        return Err(Error::new(
+            ck::CKR_USER_NOT_LOGGED_IN,
+            "the key needs C_Login(CKU_CONTEXT_SPECIFIC) for this operation",
+        ));
+    }
+    Ok(())
 }
 
 pub fn logout(app: &App, handle: u64) -> Result<Response> {

@@ -56,6 +56,7 @@ pub fn init_token(d: &Daemon, slot: u64, so_pin: &[u8], label: &[u8]) -> Result<
         ));
     }
     i.token.init(so_pin, label)?;
+    d.kms.forget_instance(&i.name);
     tracing::info!(instance = %i.name, "token initialized");
     Ok(Response::Ok)
 }

@@ -366,13 +366,16 @@ fn attribute_rules() {
         ],
     });
     assert_eq!(forged, ck::CKR_ATTRIBUTE_READ_ONLY);
-    // Imported key: LOCAL false, origin EXTERNAL, value readable when not sensitive.
+    // Imported key: LOCAL false, origin EXTERNAL, value readable when not
+    // sensitive and extractable (both must be asked for).
     let imp = f.handle(R::CreateObject {
         session: s,
         template: vec![
             Attribute::ulong(ck::CKA_CLASS, ck::CKO_SECRET_KEY),
             Attribute::ulong(ck::CKA_KEY_TYPE, ck::CKK_AES),
             Attribute::new(ck::CKA_VALUE, vec![7; 16]),
+            Attribute::bool(ck::CKA_SENSITIVE, false),
+            Attribute::bool(ck::CKA_EXTRACTABLE, true),
         ],
     });
     assert_eq!(
@@ -669,7 +672,14 @@ fn key_usage_wrap_and_persistence() {
             }),
             ck::CKR_KEY_FUNCTION_NOT_PERMITTED
         );
-        let dk = f.aes_key(s, vec![Attribute::bool(ck::CKA_TOKEN, false)]);
+        let dk = f.aes_key(
+            s,
+            vec![
+                Attribute::bool(ck::CKA_TOKEN, false),
+                Attribute::bool(ck::CKA_SENSITIVE, false),
+                Attribute::bool(ck::CKA_EXTRACTABLE, true),
+            ],
+        );
         let wrapped = match f.call(R::WrapKey {
             session: s,
             mech: Mechanism::new(ck::CKM_AES_KEY_WRAP),
@@ -839,4 +849,334 @@ fn find_among_100k_token_objects() {
         "find by label among 100,000: {:?} per lookup",
         t0.elapsed() / 1000
     );
+}
+
+impl Fixture {
+    fn find(&self, s: u64, template: Vec<Attribute>) -> Vec<u64> {
+        self.ok(R::FindObjectsInit {
+            session: s,
+            template,
+        });
+        let r = match self.call(R::FindObjects {
+            session: s,
+            max: 1000,
+        }) {
+            Response::Handles(h) => h,
+            other => panic!("{other:?}"),
+        };
+        self.ok(R::FindObjectsFinal { session: s });
+        r
+    }
+    fn attr(&self, s: u64, o: u64, ty: u64) -> AttrResult {
+        match self.call(R::GetAttributeValue {
+            session: s,
+            object: o,
+            types: vec![ty],
+        }) {
+            Response::Attributes(mut a) => a.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Issue 10, finding 7: a 1-byte `CKA_ID` is a byte string, not a
+/// boolean; and a find template never matches on a secret value.
+#[test]
+fn find_compares_values_by_attribute_kind() {
+    let f = fixture();
+    let s = f.ready();
+    let mut keys = Vec::new();
+    for id in [0x0a_u8, 0x0b] {
+        keys.push(f.handle(R::CreateObject {
+            session: s,
+            template: vec![
+                Attribute::ulong(ck::CKA_CLASS, ck::CKO_SECRET_KEY),
+                Attribute::ulong(ck::CKA_KEY_TYPE, ck::CKK_GENERIC_SECRET),
+                Attribute::new(ck::CKA_VALUE, vec![id - 0x0a]),
+                Attribute::new(ck::CKA_LABEL, b"dup".to_vec()),
+                Attribute::new(ck::CKA_ID, vec![id]),
+            ],
+        }));
+    }
+    let found = f.find(
+        s,
+        vec![
+            Attribute::new(ck::CKA_LABEL, b"dup".to_vec()),
+            Attribute::new(ck::CKA_ID, vec![0x0b]),
+        ],
+    );
+    assert_eq!(found, vec![keys[1]], "CKA_ID 0x0b matched {found:?}");
+    // The 1-byte sensitive values (0x00 and 0x01) are never matched on.
+    for v in [0u8, 1] {
+        assert!(f
+            .find(
+                s,
+                vec![
+                    Attribute::ulong(ck::CKA_CLASS, ck::CKO_SECRET_KEY),
+                    Attribute::new(ck::CKA_VALUE, vec![v]),
+                ]
+            )
+            .is_empty());
+    }
+    // Booleans still compare as booleans.
+    assert_eq!(
+        f.find(
+            s,
+            vec![
+                Attribute::new(ck::CKA_LABEL, b"dup".to_vec()),
+                Attribute::bool(ck::CKA_SENSITIVE, true),
+            ]
+        ),
+        keys
+    );
+}
+
+/// Issue 10, finding 8: without a login a R/W session may use public
+/// objects and make session objects, but never create, change or destroy
+/// token objects.
+#[test]
+fn public_session_cannot_change_token_objects() {
+    let f = fixture();
+    let s = f.ready();
+    let public_key = f.handle(R::CreateObject {
+        session: s,
+        template: vec![
+            Attribute::ulong(ck::CKA_CLASS, ck::CKO_SECRET_KEY),
+            Attribute::ulong(ck::CKA_KEY_TYPE, ck::CKK_AES),
+            Attribute::new(ck::CKA_VALUE, vec![3; 16]),
+            Attribute::bool(ck::CKA_TOKEN, true),
+            Attribute::bool(ck::CKA_PRIVATE, false),
+        ],
+    });
+    f.ok(R::Logout { session: s });
+    let data = |token: bool| R::CreateObject {
+        session: s,
+        template: vec![
+            Attribute::ulong(ck::CKA_CLASS, ck::CKO_DATA),
+            Attribute::bool(ck::CKA_TOKEN, token),
+            Attribute::new(ck::CKA_VALUE, vec![0; 1024]),
+        ],
+    };
+    assert_eq!(f.err(data(true)), ck::CKR_USER_NOT_LOGGED_IN);
+    assert_eq!(
+        f.err(R::DestroyObject {
+            session: s,
+            object: public_key
+        }),
+        ck::CKR_USER_NOT_LOGGED_IN
+    );
+    assert_eq!(
+        f.err(R::SetAttributeValue {
+            session: s,
+            object: public_key,
+            template: vec![Attribute::new(ck::CKA_LABEL, b"x".to_vec())]
+        }),
+        ck::CKR_USER_NOT_LOGGED_IN
+    );
+    assert_eq!(
+        f.err(R::GenerateKey {
+            session: s,
+            mech: Mechanism::new(ck::CKM_AES_KEY_GEN),
+            template: vec![
+                Attribute::ulong(ck::CKA_VALUE_LEN, 16),
+                Attribute::bool(ck::CKA_TOKEN, true),
+                Attribute::bool(ck::CKA_PRIVATE, false),
+            ]
+        }),
+        ck::CKR_USER_NOT_LOGGED_IN
+    );
+    assert_eq!(
+        f.err(R::CopyObject {
+            session: s,
+            object: public_key,
+            template: vec![]
+        }),
+        ck::CKR_USER_NOT_LOGGED_IN
+    );
+    // Session objects and the public token key in use are fine.
+    let obj = f.handle(data(false));
+    assert!(obj >= crate::daemon::SESSION_OBJECT_BASE);
+    let copy = f.handle(R::CopyObject {
+        session: s,
+        object: public_key,
+        template: vec![Attribute::bool(ck::CKA_TOKEN, false)],
+    });
+    assert!(copy >= crate::daemon::SESSION_OBJECT_BASE);
+    f.ok(R::EncryptInit {
+        session: s,
+        mech: Mechanism::new(ck::CKM_AES_ECB),
+        key: public_key,
+    });
+    assert!(matches!(
+        f.call(R::Encrypt {
+            session: s,
+            data: vec![0; 16],
+            out: Some(16)
+        }),
+        Response::Output { data: Some(_), .. }
+    ));
+    f.ok(R::DestroyObject {
+        session: s,
+        object: obj,
+    });
+}
+
+/// Issue 10, finding 12: a secret key without `CKA_VALUE` is an incomplete
+/// template (PKCS#11 v3.0 §4.10, table of required attributes).
+#[test]
+fn create_secret_key_without_value_is_template_incomplete() {
+    let f = fixture();
+    let s = f.ready();
+    assert_eq!(
+        f.err(R::CreateObject {
+            session: s,
+            template: vec![
+                Attribute::ulong(ck::CKA_CLASS, ck::CKO_SECRET_KEY),
+                Attribute::ulong(ck::CKA_KEY_TYPE, ck::CKK_AES),
+            ],
+        }),
+        ck::CKR_TEMPLATE_INCOMPLETE
+    );
+}
+
+/// Key protection defaults (docs/security.md): secret and private keys are
+/// sensitive and not extractable unless the template says otherwise; token
+/// keys are private; session objects without `CKA_PRIVATE` are public
+/// (issue 11, point 6).
+#[test]
+fn secure_defaults_for_new_keys() {
+    let f = fixture();
+    let s = f.ready();
+    let token_key = f.aes_key(s, vec![]);
+    let session_key = f.aes_key(s, vec![Attribute::bool(ck::CKA_TOKEN, false)]);
+    for (k, private) in [(token_key, 1u8), (session_key, 0)] {
+        assert_eq!(f.attr(s, k, ck::CKA_SENSITIVE), AttrResult::Value(vec![1]));
+        assert_eq!(
+            f.attr(s, k, ck::CKA_EXTRACTABLE),
+            AttrResult::Value(vec![0])
+        );
+        assert_eq!(
+            f.attr(s, k, ck::CKA_ALWAYS_SENSITIVE),
+            AttrResult::Value(vec![1])
+        );
+        assert_eq!(
+            f.attr(s, k, ck::CKA_NEVER_EXTRACTABLE),
+            AttrResult::Value(vec![1])
+        );
+        assert_eq!(
+            f.attr(s, k, ck::CKA_PRIVATE),
+            AttrResult::Value(vec![private])
+        );
+        assert_eq!(f.attr(s, k, ck::CKA_VALUE), AttrResult::Sensitive);
+    }
+    // An EC private key imported as a session object from a public session
+    // (what the OpenSSL 3 provider does) is public unless it says otherwise.
+    f.ok(R::Logout { session: s });
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let ec = f.handle(R::CreateObject {
+        session: s,
+        template: vec![
+            Attribute::ulong(ck::CKA_CLASS, ck::CKO_PRIVATE_KEY),
+            Attribute::ulong(ck::CKA_KEY_TYPE, ck::CKK_EC),
+            Attribute::new(ck::CKA_EC_PARAMS, p256.clone()),
+            Attribute::new(
+                ck::CKA_VALUE,
+                crate::mech::rsa::kat::hex(crate::mech::ec::kat::P256_SCALAR),
+            ),
+        ],
+    });
+    assert_eq!(f.attr(s, ec, ck::CKA_PRIVATE), AttrResult::Value(vec![0]));
+    assert_eq!(f.attr(s, ec, ck::CKA_SENSITIVE), AttrResult::Value(vec![1]));
+    assert_eq!(f.attr(s, ec, ck::CKA_VALUE), AttrResult::Sensitive);
+    // As a token object it would be private, and needs the user.
+    assert_eq!(
+        f.err(R::CreateObject {
+            session: s,
+            template: vec![
+                Attribute::ulong(ck::CKA_CLASS, ck::CKO_PRIVATE_KEY),
+                Attribute::ulong(ck::CKA_KEY_TYPE, ck::CKK_EC),
+                Attribute::bool(ck::CKA_TOKEN, true),
+                Attribute::new(ck::CKA_EC_PARAMS, p256),
+                Attribute::new(
+                    ck::CKA_VALUE,
+                    crate::mech::rsa::kat::hex(crate::mech::ec::kat::P256_SCALAR),
+                ),
+            ],
+        }),
+        ck::CKR_USER_NOT_LOGGED_IN
+    );
+}
+
+/// Issue 11, point 1: a key with `CKA_ALWAYS_AUTHENTICATE` TRUE signs (and
+/// decrypts) only after `C_Login(CKU_CONTEXT_SPECIFIC)` following the
+/// operation's init; one context login serves one operation.
+#[test]
+fn always_authenticate_needs_a_context_login_per_operation() {
+    let f = fixture();
+    let s = f.ready();
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let pair = f.call(R::GenerateKeyPair {
+        session: s,
+        mech: Mechanism::new(ck::CKM_EC_KEY_PAIR_GEN),
+        public_template: vec![Attribute::new(ck::CKA_EC_PARAMS, p256)],
+        private_template: vec![Attribute::bool(ck::CKA_ALWAYS_AUTHENTICATE, true)],
+    });
+    let Response::KeyPair { private, .. } = pair else {
+        panic!("C_GenerateKeyPair with CKA_ALWAYS_AUTHENTICATE: {pair:?}")
+    };
+    assert_eq!(
+        f.attr(s, private, ck::CKA_ALWAYS_AUTHENTICATE),
+        AttrResult::Value(vec![1])
+    );
+    let sign_init = || R::SignInit {
+        session: s,
+        mech: Mechanism::new(ck::CKM_ECDSA_SHA256),
+        key: private,
+    };
+    let sign = || R::Sign {
+        session: s,
+        data: b"qualified".to_vec(),
+        out: Some(200),
+    };
+    let context_login = |pin: &[u8]| R::Login {
+        session: s,
+        user_type: ck::CKU_CONTEXT_SPECIFIC,
+        pin: pin.to_vec(),
+    };
+    // No operation waiting for a context login.
+    assert_eq!(
+        f.err(context_login(b"1234")),
+        ck::CKR_OPERATION_NOT_INITIALIZED
+    );
+    // Without the context login the operation fails and ends.
+    f.ok(sign_init());
+    assert_eq!(f.err(sign()), ck::CKR_USER_NOT_LOGGED_IN);
+    assert_eq!(f.err(sign()), ck::CKR_OPERATION_NOT_INITIALIZED);
+    // A wrong PIN is counted and does not authorize.
+    f.ok(sign_init());
+    assert_eq!(f.err(context_login(b"0000")), ck::CKR_PIN_INCORRECT);
+    assert_eq!(f.err(sign()), ck::CKR_USER_NOT_LOGGED_IN);
+    // With it: one signature (a length query first keeps it).
+    f.ok(sign_init());
+    f.ok(context_login(b"1234"));
+    assert!(matches!(
+        f.call(R::Sign {
+            session: s,
+            data: b"qualified".to_vec(),
+            out: None
+        }),
+        Response::Output { data: None, .. }
+    ));
+    assert!(matches!(
+        f.call(sign()),
+        Response::Output { data: Some(_), .. }
+    ));
+    // The next operation needs its own.
+    f.ok(sign_init());
+    assert_eq!(f.err(sign()), ck::CKR_USER_NOT_LOGGED_IN);
+    // The user's login state is not changed by context logins.
+    match f.call(R::GetSessionInfo { session: s }) {
+        Response::SessionInfo(i) => assert_eq!(i.state, ck::CKS_RW_USER_FUNCTIONS),
+        other => panic!("{other:?}"),
+    }
 }

@@ -54,7 +54,6 @@ pub fn handle(d: &Daemon, instance: &str, so_pin: &[u8], cmd: AdminCommand) -> A
                     ck::CKR_PIN_LOCKED => Error::new(e.rv, "SO PIN locked"),
                     _ => e,
                 })?;
-            ensure_default_key(i)?;
             run(d, i, cmd)
         });
     match result {
@@ -70,8 +69,18 @@ fn prohibited(msg: impl Into<String>) -> Error {
     Error::new(ck::CKR_ACTION_PROHIBITED, msg)
 }
 
+/// Whether a command changes the instance (read-only ones never make
+/// the default key).
+fn changes_state(cmd: &AdminCommand) -> bool {
+    !matches!(
+        cmd,
+        AdminCommand::KeyList | AdminCommand::KeyDescribe { .. } | AdminCommand::KeyVersions { .. }
+    )
+}
+
 fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
     let t = &i.token;
+    ensure_default_key(d, i, changes_state(&cmd))?;
     match cmd {
         AdminCommand::KeyCreate(c) => create(i, &c).map(|o| AdminReply::Key(describe(&o))),
         AdminCommand::KeyList => Ok(AdminReply::Keys(
@@ -91,6 +100,11 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
         AdminCommand::KeyScheduleDeletion { key, pending_days } => {
             let o = resolve(t, &key)?;
             protect(&o)?;
+            if o.attrs().bool(vendor::CKA_P11KMS_DEFAULT_KEY) {
+                return Err(prohibited(
+                    "the default key is not deleted: it would come back with another key id",
+                ));
+            }
             let min = d
                 .config
                 .instances
@@ -627,18 +641,47 @@ fn generate_pair(
     private.set(INTERNAL_DER, gen.private_value.to_vec());
     object::finish_key(&mut public, Origin::Generate, Some(mech), key_id);
     object::finish_key(&mut private, Origin::Generate, Some(mech), key_id);
+    object::pair_history(&private, &mut public);
     Ok((private, public))
 }
 
-/// The instance's default key: AES-256 (SM4 on a `gm` instance), created on
-/// first use of the KMS commands, flagged `CKA_P11KMS_DEFAULT_KEY`.
-pub(crate) fn ensure_default_key(i: &Instance) -> Result<()> {
+/// The instance's default key: AES-256 (SM4 on a `gm` instance), flagged
+/// `CKA_P11KMS_DEFAULT_KEY`, made by the first admin command that changes
+/// something (`make`), never by a read-only one. Once made, a mark in the
+/// instance's store remembers its key id: if the key is ever missing, the
+/// first command afterwards fails saying so (and the log says it once),
+/// and no other key takes its place.
+pub(crate) fn ensure_default_key(d: &Daemon, i: &Instance, make: bool) -> Result<()> {
     let t = &i.token;
-    if t.all_objects()
-        .iter()
-        .any(|o| o.attrs().bool(vendor::CKA_P11KMS_DEFAULT_KEY))
-    {
-        return Ok(());
+    let existing = t
+        .all_objects()
+        .into_iter()
+        .find(|o| o.attrs().bool(vendor::CKA_P11KMS_DEFAULT_KEY));
+    match (existing, d.kms.default_key_id(&i.name)) {
+        (Some(_), Some(_)) => return Ok(()),
+        // Made before the mark existed (or the daemon stopped between the
+        // two writes): mark it now.
+        (Some(o), None) => {
+            if make {
+                d.kms
+                    .mark_default_key(t, &super::key_id_of(&o).unwrap_or_default())?;
+            }
+            return Ok(());
+        }
+        (None, Some(key_id)) => {
+            if d.kms.first_report_of_missing_default(&i.name) {
+                let msg = format!(
+                    "the default key {key_id} of instance {} is missing from its store; \
+                     it is not replaced (restore the store from a backup)",
+                    i.name
+                );
+                tracing::error!(instance = %i.name, key_id = %key_id, "{msg}");
+                return Err(Error::new(ck::CKR_DEVICE_ERROR, msg));
+            }
+            return Ok(());
+        }
+        (None, None) if !make => return Ok(()),
+        (None, None) => {}
     }
     let alias = if alias_taken(t, "default") {
         None
@@ -655,10 +698,11 @@ pub(crate) fn ensure_default_key(i: &Instance) -> Result<()> {
             ..Default::default()
         },
     )?;
+    let key_id = super::key_id_of(&o).unwrap_or_default();
     let mut a = o.attrs().clone();
     a.set_bool(vendor::CKA_P11KMS_DEFAULT_KEY, true);
     t.apply(vec![ObjectChange::Update(o, a)])?;
-    Ok(())
+    d.kms.mark_default_key(t, &key_id)
 }
 
 /// How imported material is wrapped.

@@ -78,10 +78,26 @@ struct StoredImport {
     session: ImportSession,
 }
 
+/// The record that says an instance's default key was made, and which key
+/// it is: kept (sealed) among the instance's KMS records so that a default
+/// key that goes missing is reported instead of silently replaced. Told
+/// apart from import records by this prefix (a postcard import record
+/// starts with the length of its 48-character token).
+const DEFAULT_KEY_MARK: &[u8] = b"\xffp11kms default key\x00";
+
+/// What the KMS layer remembers of an instance's default key.
+#[derive(Debug, Clone)]
+struct DefaultMark {
+    key_id: String,
+    /// Whether its absence was reported already in this daemon's life.
+    reported: bool,
+}
+
 /// The KMS layer's in-memory state.
 #[derive(Default)]
 pub struct KmsState {
     imports: std::sync::Mutex<std::collections::HashMap<String, ImportSession>>,
+    defaults: std::sync::Mutex<std::collections::HashMap<String, DefaultMark>>,
 }
 
 impl KmsState {
@@ -117,12 +133,23 @@ impl KmsState {
         self.sessions().remove(token)
     }
 
-    /// Take over the import records `token` found at load: unexpired ones
-    /// become live again; expired or unreadable ones are deleted.
+    /// Take over the KMS records `token` found at load: the default-key
+    /// mark; unexpired import records become live again, expired or
+    /// unreadable ones are deleted.
     pub fn load_imports(&self, token: &Token) -> Result<()> {
         let t = now();
         let mut m = self.sessions();
         for (id, plain) in token.take_loaded_imports() {
+            if let Some(key_id) = plain.strip_prefix(DEFAULT_KEY_MARK) {
+                self.marks().insert(
+                    token.instance.clone(),
+                    DefaultMark {
+                        key_id: String::from_utf8_lossy(key_id).into_owned(),
+                        reported: false,
+                    },
+                );
+                continue;
+            }
             match postcard::from_bytes::<StoredImport>(&plain) {
                 Ok(r) if r.session.expires >= t && r.session.record == id => {
                     m.insert(r.token, r.session);
@@ -131,6 +158,52 @@ impl KmsState {
             }
         }
         Ok(())
+    }
+}
+
+impl KmsState {
+    fn marks(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, DefaultMark>> {
+        self.defaults
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The key id of `instance`'s default key, once one was made.
+    pub fn default_key_id(&self, instance: &str) -> Option<String> {
+        self.marks().get(instance).map(|m| m.key_id.clone())
+    }
+
+    /// Record durably that `key_id` is `token`'s default key.
+    pub fn mark_default_key(&self, token: &Token, key_id: &str) -> Result<()> {
+        let record = [DEFAULT_KEY_MARK, key_id.as_bytes()].concat();
+        token.put_import_record(token.allocate_id(), &record)?;
+        self.marks().insert(
+            token.instance.clone(),
+            DefaultMark {
+                key_id: key_id.to_string(),
+                reported: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// True the first time it is asked in this daemon's life: the missing
+    /// default key of `instance` is reported once.
+    pub fn first_report_of_missing_default(&self, instance: &str) -> bool {
+        match self.marks().get_mut(instance) {
+            Some(m) if !m.reported => {
+                m.reported = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `C_InitToken` wiped `instance`'s store: forget its default key and
+    /// the import parameters handed out for its keys.
+    pub fn forget_instance(&self, instance: &str) {
+        self.marks().remove(instance);
+        self.sessions().retain(|_, s| s.instance != instance);
     }
 }
 
@@ -162,20 +235,58 @@ pub fn is_version_object(a: &Attrs) -> bool {
     a.bool(INTERNAL_VERSION_OBJECT)
 }
 
-/// Is `o` the primary object of its key?
+/// Is `o` under KMS lifecycle management? Then only the lifecycle commands
+/// change it: PKCS#11 may use it, but not destroy, copy or modify it
+/// (docs/kms.md, "Which keys the KMS manages"). Managed are: the objects of
+/// a key made by `p11kms key create` (default, service and import keys
+/// included), of a key any lifecycle command has touched since (both leave
+/// the key's metadata on its primary object), and every version object. A
+/// key made through PKCS#11 and never touched by the KMS stays a plain
+/// PKCS#11 key. Session objects are never managed.
+pub fn managed(token: &Token, o: &Object) -> bool {
+    if !o.token || !o.is_key() {
+        return false;
+    }
+    {
+        let a = o.attrs();
+        if is_version_object(&a)
+            || a.has(INTERNAL_META)
+            || a.bool(vendor::CKA_P11KMS_DEFAULT_KEY)
+            || a.bool(vendor::CKA_P11KMS_SERVICE_KEY)
+        {
+            return true;
+        }
+    }
+    let Some(id) = key_id_of(o) else {
+        return false;
+    };
+    token
+        .objects_of_key(&id)
+        .iter()
+        .any(|x| x.attrs().has(INTERNAL_META))
+}
+
+/// Is `o` the primary object of its key? Among the key's objects that are
+/// not version objects: the one carrying the KMS metadata, else the
+/// secret or private key with the lowest handle (a plain PKCS#11 key may
+/// have copies sharing its key id), else the public key.
 pub fn is_primary(token: &Token, o: &Object) -> bool {
     if !o.is_key() || is_version_object(&o.attrs()) {
         return false;
     }
-    if o.class != ck::CKO_PUBLIC_KEY {
-        return true;
-    }
-    // A public key is primary only when no private half exists.
     let Some(id) = key_id_of(o) else { return false };
-    !token
+    token
         .objects_of_key(&id)
         .iter()
-        .any(|x| x.class == ck::CKO_PRIVATE_KEY)
+        .filter(|x| !is_version_object(&x.attrs()))
+        .min_by_key(|x| {
+            (
+                !x.attrs().has(crate::token::object::INTERNAL_META),
+                x.class == ck::CKO_PUBLIC_KEY,
+                x.id,
+            )
+        })
+        .is_some_and(|p| p.id == o.id)
 }
 
 /// The primary object of a key named by key id or alias.
@@ -193,15 +304,23 @@ pub fn resolve(token: &Token, key: &str) -> Result<Arc<Object>> {
             .find(|o| is_primary(token, o))
             .ok_or_else(not_found);
     }
-    token
+    // A KMS-managed key's alias wins over a plain PKCS#11 key that a
+    // consumer labelled the same.
+    let named: Vec<Arc<Object>> = token
         .all_objects()
         .into_iter()
         .filter(|o| is_primary(token, o))
-        .find(|o| {
+        .filter(|o| {
             let a = o.attrs();
             a.get(ck::CKA_LABEL) == Some(key.as_bytes())
                 || KeyMeta::of(&a).aliases.iter().any(|x| x == key)
         })
+        .collect();
+    named
+        .iter()
+        .find(|o| managed(token, o))
+        .or_else(|| named.first())
+        .cloned()
         .ok_or_else(not_found)
 }
 

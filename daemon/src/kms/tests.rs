@@ -162,6 +162,12 @@ impl F {
             other => panic!("{other:?}"),
         }
     }
+    fn handle_of(&self, r: R) -> u64 {
+        match self.call(r) {
+            Response::Handle(h) => h,
+            other => panic!("expected a handle, got {other:?}"),
+        }
+    }
     fn attr(&self, o: u64, ty: u64) -> AttrResult {
         match self.call(R::GetAttributeValue {
             session: self.s,
@@ -611,14 +617,16 @@ fn import_of_key_material() {
         expires_unix: None,
     });
     assert_eq!(f.encrypt(h, ecb(), &[0; 16]).expect("encrypt"), ct);
-    // Origin cannot be forged through PKCS#11.
+    // Origin cannot be forged through PKCS#11: the key is KMS-managed, so
+    // no attribute of it changes (plain keys answer CKR_ATTRIBUTE_READ_ONLY,
+    // see dispatch::tests::attribute_rules).
     assert_eq!(
         f.call(R::SetAttributeValue {
             session: f.s,
             object: h,
             template: vec![Attribute::bool(ck::CKA_LOCAL, true)]
         }),
-        Response::Error(ck::CKR_ATTRIBUTE_READ_ONLY)
+        Response::Error(ck::CKR_ACTION_PROHIBITED)
     );
 }
 
@@ -870,4 +878,231 @@ fn import_tokens_survive_a_restart_and_stay_single_use() {
         ),
         "{third:?}"
     );
+}
+
+/// Issue 10, finding 5: a user-PIN holder cannot bypass the lifecycle of
+/// a KMS-managed key through plain PKCS#11 — no `C_DestroyObject` of the
+/// key or its version objects, no `C_CopyObject` (a second object with the
+/// same key id), no `C_SetAttributeValue` (aliases, usage of old versions).
+#[test]
+fn kms_managed_keys_resist_pkcs11_destroy_copy_and_set() {
+    let f = fixture();
+    f.key(C::KeyCreate(KeyCreate {
+        alias: Some("cmk".into()),
+        ..Default::default()
+    }));
+    f.key(C::KeyRotate { key: "cmk".into() });
+    let primary = f.find_label("cmk")[0];
+    let version = f.find_label("cmk#v1")[0];
+    let default = f.find_label("default")[0];
+    for h in [primary, version, default] {
+        assert_eq!(
+            f.call(R::DestroyObject {
+                session: f.s,
+                object: h
+            }),
+            Response::Error(ck::CKR_ACTION_PROHIBITED),
+            "destroy of managed object {h}"
+        );
+        assert_eq!(
+            f.call(R::CopyObject {
+                session: f.s,
+                object: h,
+                template: vec![Attribute::new(ck::CKA_LABEL, b"dup".to_vec())]
+            }),
+            Response::Error(ck::CKR_ACTION_PROHIBITED),
+            "copy of managed object {h}"
+        );
+        for t in [
+            Attribute::new(ck::CKA_LABEL, b"hijacked".to_vec()),
+            Attribute::bool(ck::CKA_DECRYPT, false),
+        ] {
+            assert_eq!(
+                f.call(R::SetAttributeValue {
+                    session: f.s,
+                    object: h,
+                    template: vec![t]
+                }),
+                Response::Error(ck::CKR_ACTION_PROHIBITED),
+                "set attribute on managed object {h}"
+            );
+        }
+        // PKCS#11 reports what the KMS allows.
+        for ty in [ck::CKA_DESTROYABLE, ck::CKA_COPYABLE, ck::CKA_MODIFIABLE] {
+            assert_eq!(f.attr(h, ty), AttrResult::Value(vec![0]), "0x{ty:x} of {h}");
+        }
+    }
+    // Still intact for the KMS.
+    let k = f.key(C::KeyDescribe { key: "cmk".into() });
+    assert_eq!(k.versions.len(), 2);
+    assert!(f.find_label("dup").is_empty());
+    // A PKCS#11 key touched by a lifecycle command is managed from then on.
+    let plain = f.handle_of(R::GenerateKey {
+        session: f.s,
+        mech: Mechanism::new(ck::CKM_AES_KEY_GEN),
+        template: vec![
+            Attribute::ulong(ck::CKA_VALUE_LEN, 32),
+            Attribute::bool(ck::CKA_TOKEN, true),
+            Attribute::new(ck::CKA_LABEL, b"app-key".to_vec()),
+        ],
+    });
+    let AttrResult::Value(kid) = f.attr(plain, vendor::CKA_P11KMS_KEY_ID) else {
+        panic!("key id")
+    };
+    f.key(C::KeyTag {
+        key: String::from_utf8(kid).expect("utf8"),
+        set: vec![("owner".into(), "app".into())],
+        remove: vec![],
+    });
+    assert_eq!(
+        f.call(R::DestroyObject {
+            session: f.s,
+            object: plain
+        }),
+        Response::Error(ck::CKR_ACTION_PROHIBITED)
+    );
+}
+
+/// Keys made through PKCS#11 and never put under lifecycle management stay
+/// plain PKCS#11 keys: pkcs11-tool --delete-object, keytool -delete and the
+/// like keep working.
+#[test]
+fn plain_pkcs11_keys_stay_destroyable_and_copyable() {
+    let f = fixture();
+    let k = f.handle_of(R::GenerateKey {
+        session: f.s,
+        mech: Mechanism::new(ck::CKM_AES_KEY_GEN),
+        template: vec![
+            Attribute::ulong(ck::CKA_VALUE_LEN, 32),
+            Attribute::bool(ck::CKA_TOKEN, true),
+            Attribute::new(ck::CKA_LABEL, b"plain".to_vec()),
+        ],
+    });
+    assert_eq!(f.attr(k, ck::CKA_DESTROYABLE), AttrResult::Value(vec![1]));
+    assert_eq!(
+        f.call(R::SetAttributeValue {
+            session: f.s,
+            object: k,
+            template: vec![Attribute::new(ck::CKA_LABEL, b"renamed".to_vec())]
+        }),
+        Response::Ok
+    );
+    let copy = f.handle_of(R::CopyObject {
+        session: f.s,
+        object: k,
+        template: vec![Attribute::bool(ck::CKA_TOKEN, false)],
+    });
+    for h in [copy, k] {
+        assert_eq!(
+            f.call(R::DestroyObject {
+                session: f.s,
+                object: h
+            }),
+            Response::Ok
+        );
+    }
+    assert!(f.find_label("renamed").is_empty());
+}
+
+/// Issue 10, finding 5: the default key is made on the first command that
+/// changes something, not by a read-only `key list`; once made, a missing
+/// default key is reported and never silently replaced by another one.
+#[test]
+fn default_key_is_made_once_and_never_replaced() {
+    let f = fixture();
+    let AdminReply::Keys(keys) = f.admin(C::KeyList) else {
+        panic!("list")
+    };
+    assert!(keys.is_empty(), "key list made keys: {keys:?}");
+    f.key(C::KeyCreate(KeyCreate {
+        alias: Some("first".into()),
+        ..Default::default()
+    }));
+    let list = |f: &F| match f.admin(C::KeyList) {
+        AdminReply::Keys(k) => k,
+        other => panic!("{other:?}"),
+    };
+    let defaults: Vec<_> = list(&f).into_iter().filter(|k| k.default_key).collect();
+    assert_eq!(defaults.len(), 1);
+    let default_id = defaults[0].key_id.clone();
+    // The default key cannot be scheduled for deletion either.
+    assert_eq!(
+        f.fails(C::KeyScheduleDeletion {
+            key: "default".into(),
+            pending_days: 7
+        }),
+        ck::CKR_ACTION_PROHIBITED
+    );
+    // Lose it below the KMS (a damaged store; PKCS#11 cannot do this).
+    let token = &f.d.instances[0].token;
+    for o in token.objects_of_key(&default_id) {
+        token.destroy_object(o.id).expect("destroy below the KMS");
+    }
+    // Reported once...
+    assert_eq!(f.fails(C::KeyList), ck::CKR_DEVICE_ERROR);
+    // ...and never replaced by a key with another id.
+    f.key(C::KeyCreate(KeyCreate {
+        alias: Some("second".into()),
+        ..Default::default()
+    }));
+    assert!(
+        list(&f).iter().all(|k| !k.default_key),
+        "a new default key replaced the lost one"
+    );
+}
+
+/// Issue 10, finding 6: a disabled or pending-deletion key cannot be
+/// wrapped out, nor its value read, even when it is extractable.
+#[test]
+fn disabled_keys_cannot_be_wrapped_or_read() {
+    let f = fixture();
+    let victim = f.handle_of(R::GenerateKey {
+        session: f.s,
+        mech: Mechanism::new(ck::CKM_AES_KEY_GEN),
+        template: vec![
+            Attribute::ulong(ck::CKA_VALUE_LEN, 32),
+            Attribute::bool(ck::CKA_TOKEN, true),
+            Attribute::bool(ck::CKA_SENSITIVE, false),
+            Attribute::bool(ck::CKA_EXTRACTABLE, true),
+        ],
+    });
+    let kek = f.handle_of(R::GenerateKey {
+        session: f.s,
+        mech: Mechanism::new(ck::CKM_AES_KEY_GEN),
+        template: vec![Attribute::ulong(ck::CKA_VALUE_LEN, 32)],
+    });
+    let AttrResult::Value(kid) = f.attr(victim, vendor::CKA_P11KMS_KEY_ID) else {
+        panic!("key id")
+    };
+    let kid = String::from_utf8(kid).expect("utf8");
+    let wrap = |f: &F| {
+        f.call(R::WrapKey {
+            session: f.s,
+            mech: Mechanism::new(ck::CKM_AES_KEY_WRAP),
+            wrapping_key: kek,
+            key: victim,
+            out: Some(100),
+        })
+    };
+    assert!(matches!(wrap(&f), Response::Output { data: Some(_), .. }));
+    assert!(matches!(
+        f.attr(victim, ck::CKA_VALUE),
+        AttrResult::Value(_)
+    ));
+    f.key(C::KeyDisable { key: kid.clone() });
+    assert_eq!(
+        wrap(&f),
+        Response::Error(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+    assert_eq!(f.attr(victim, ck::CKA_VALUE), AttrResult::Sensitive);
+    f.key(C::KeyEnable { key: kid.clone() });
+    f.key(C::KeyScheduleDeletion {
+        key: kid,
+        pending_days: 7,
+    });
+    assert_eq!(
+        wrap(&f),
+        Response::Error(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+    assert_eq!(f.attr(victim, ck::CKA_VALUE), AttrResult::Sensitive);
 }

@@ -33,9 +33,13 @@ pub mod f {
     /// Value is secret: readable only when the object is not sensitive and
     /// is extractable.
     pub const SECRET: u16 = 1 << 3;
-    /// May only change from FALSE to TRUE after creation (`CKA_SENSITIVE`).
+    /// May only change from FALSE to TRUE after creation or in a copy
+    /// (`CKA_SENSITIVE`, `CKA_WRAP_WITH_TRUSTED`, `CKA_TRUSTED`).
     pub const ONLY_TO_TRUE: u16 = 1 << 4;
-    /// May only change from TRUE to FALSE after creation (`CKA_EXTRACTABLE`).
+    /// May only change from TRUE to FALSE after creation or in a copy
+    /// (`CKA_EXTRACTABLE`, `CKA_COPYABLE`, and every usage attribute: a key
+    /// that wrapped a sensitive key must never learn to decrypt later —
+    /// docs/security.md).
     pub const ONLY_TO_FALSE: u16 = 1 << 5;
     /// Only the SO may set it to TRUE (`CKA_TRUSTED`).
     pub const SO_ONLY_TRUE: u16 = 1 << 6;
@@ -108,7 +112,7 @@ pub const KEY: &[Rule] = &[
     r(ck::CKA_ID, Bytes, 0),
     r(ck::CKA_START_DATE, Date, 0),
     r(ck::CKA_END_DATE, Date, 0),
-    r(ck::CKA_DERIVE, Bool, 0),
+    r(ck::CKA_DERIVE, Bool, f::ONLY_TO_FALSE),
     r(ck::CKA_LOCAL, Bool, f::TOKEN_ONLY),
     r(ck::CKA_KEY_GEN_MECHANISM, Ulong, f::TOKEN_ONLY),
     r(ck::CKA_ALLOWED_MECHANISMS, UlongArray, 0),
@@ -123,30 +127,30 @@ pub const KEY: &[Rule] = &[
 /// Secret keys (§4.10).
 pub const SECRET_KEY: &[Rule] = &[
     r(ck::CKA_SENSITIVE, Bool, f::ONLY_TO_TRUE),
-    r(ck::CKA_ENCRYPT, Bool, 0),
-    r(ck::CKA_DECRYPT, Bool, 0),
-    r(ck::CKA_SIGN, Bool, 0),
-    r(ck::CKA_VERIFY, Bool, 0),
-    r(ck::CKA_WRAP, Bool, 0),
-    r(ck::CKA_UNWRAP, Bool, 0),
+    r(ck::CKA_ENCRYPT, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_DECRYPT, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_SIGN, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_VERIFY, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_WRAP, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_UNWRAP, Bool, f::ONLY_TO_FALSE),
     r(ck::CKA_EXTRACTABLE, Bool, f::ONLY_TO_FALSE),
     r(ck::CKA_ALWAYS_SENSITIVE, Bool, f::TOKEN_ONLY),
     r(ck::CKA_NEVER_EXTRACTABLE, Bool, f::TOKEN_ONLY),
     r(ck::CKA_CHECK_VALUE, Bytes, f::TOKEN_ONLY),
     r(ck::CKA_WRAP_WITH_TRUSTED, Bool, f::ONLY_TO_TRUE),
-    r(ck::CKA_TRUSTED, Bool, f::SO_ONLY_TRUE),
-    r(ck::CKA_VALUE, Bytes, f::SECRET | f::FIXED),
+    r(ck::CKA_TRUSTED, Bool, f::SO_ONLY_TRUE | f::ONLY_TO_TRUE),
+    r(ck::CKA_VALUE, Bytes, f::REQUIRED | f::SECRET | f::FIXED),
     r(ck::CKA_VALUE_LEN, Ulong, f::FIXED | f::NOT_ON_CREATE),
 ];
 
 /// Public keys (§4.8).
 pub const PUBLIC_KEY: &[Rule] = &[
     r(ck::CKA_SUBJECT, Bytes, 0),
-    r(ck::CKA_ENCRYPT, Bool, 0),
-    r(ck::CKA_VERIFY, Bool, 0),
-    r(ck::CKA_VERIFY_RECOVER, Bool, 0),
-    r(ck::CKA_WRAP, Bool, 0),
-    r(ck::CKA_TRUSTED, Bool, f::SO_ONLY_TRUE),
+    r(ck::CKA_ENCRYPT, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_VERIFY, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_VERIFY_RECOVER, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_WRAP, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_TRUSTED, Bool, f::SO_ONLY_TRUE | f::ONLY_TO_TRUE),
     r(ck::CKA_PUBLIC_KEY_INFO, Bytes, f::FIXED),
 ];
 
@@ -154,10 +158,10 @@ pub const PUBLIC_KEY: &[Rule] = &[
 pub const PRIVATE_KEY: &[Rule] = &[
     r(ck::CKA_SUBJECT, Bytes, 0),
     r(ck::CKA_SENSITIVE, Bool, f::ONLY_TO_TRUE),
-    r(ck::CKA_DECRYPT, Bool, 0),
-    r(ck::CKA_SIGN, Bool, 0),
-    r(ck::CKA_SIGN_RECOVER, Bool, 0),
-    r(ck::CKA_UNWRAP, Bool, 0),
+    r(ck::CKA_DECRYPT, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_SIGN, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_SIGN_RECOVER, Bool, f::ONLY_TO_FALSE),
+    r(ck::CKA_UNWRAP, Bool, f::ONLY_TO_FALSE),
     r(ck::CKA_EXTRACTABLE, Bool, f::ONLY_TO_FALSE),
     r(ck::CKA_ALWAYS_SENSITIVE, Bool, f::TOKEN_ONLY),
     r(ck::CKA_NEVER_EXTRACTABLE, Bool, f::TOKEN_ONLY),

@@ -348,11 +348,6 @@ pub fn build(
                 "only the SO may set CKA_TRUSTED",
             ));
         }
-        if attr.ty == ck::CKA_ALWAYS_AUTHENTICATE && v == [1] {
-            return Err(Error::attribute_value_invalid(
-                "CKA_ALWAYS_AUTHENTICATE is not supported",
-            ));
-        }
         a.set(attr.ty, v);
     }
     a.set_ulong(ck::CKA_CLASS, class);
@@ -371,8 +366,13 @@ pub fn build(
             }
         }
     }
-    let private_default = matches!(class, ck::CKO_SECRET_KEY | ck::CKO_PRIVATE_KEY);
     a.set_default(ck::CKA_TOKEN, vec![0]);
+    // Token secret and private keys are private unless the template says
+    // otherwise; session objects live only in this application's sessions
+    // and default to public, so a public session can import a key to use
+    // it (what the OpenSSL 3 provider does).
+    let private_default =
+        a.bool(ck::CKA_TOKEN) && matches!(class, ck::CKO_SECRET_KEY | ck::CKO_PRIVATE_KEY);
     a.set_default(ck::CKA_PRIVATE, vec![u8::from(private_default)]);
     a.set_default(ck::CKA_MODIFIABLE, vec![1]);
     a.set_default(ck::CKA_COPYABLE, vec![1]);
@@ -439,8 +439,11 @@ pub fn build(
                 a.set_default(ck::CKA_TRUSTED, vec![0]);
                 a.set_default(ck::CKA_SUBJECT, vec![]);
             } else {
-                a.set_default(ck::CKA_SENSITIVE, vec![0]);
-                a.set_default(ck::CKA_EXTRACTABLE, vec![1]);
+                // Secure defaults (docs/security.md): the material of a
+                // secret or private key never leaves unless the template
+                // asks for it.
+                a.set_default(ck::CKA_SENSITIVE, vec![1]);
+                a.set_default(ck::CKA_EXTRACTABLE, vec![0]);
                 a.set_default(ck::CKA_WRAP_WITH_TRUSTED, vec![0]);
                 if class == ck::CKO_SECRET_KEY {
                     a.set_default(ck::CKA_TRUSTED, vec![0]);
@@ -528,10 +531,118 @@ pub fn finish_key(a: &mut Attrs, origin: Origin, gen_mech: Option<u64>, key_id: 
     a.set_bool(vendor::CKA_P11KMS_DEFAULT_KEY, false);
     a.set_bool(vendor::CKA_P11KMS_SERVICE_KEY, false);
     a.set(vendor::CKA_P11KMS_KEY_ID, key_id.as_bytes().to_vec());
+    // What the key was at birth, for the wrapping rules. A public key
+    // brought in from outside has no private half here that could decrypt,
+    // and nothing is known of where its private half has been; a generated
+    // public key takes its private half's history (`pair_history`).
+    let history = match (class, origin) {
+        (ck::CKO_PUBLIC_KEY, Origin::Create) => history::NEVER_DECRYPTS,
+        (ck::CKO_PUBLIC_KEY, _) => 0,
+        _ => birth_history(a),
+    };
+    a.set(INTERNAL_HISTORY, vec![history]);
     // CKA_ID defaults to the key id's bytes; a consumer's own CKA_ID wins.
     if a.get(ck::CKA_ID).is_none_or(<[u8]>::is_empty) {
         a.set(ck::CKA_ID, key_id.as_bytes().to_vec());
     }
+}
+
+/// Bits of [`INTERNAL_HISTORY`]: facts about a key fixed when it is made
+/// and carried into every copy. Usage attributes only ever narrow, so a key
+/// born unable to decrypt never learns to, and neither does any copy of it.
+pub mod history {
+    /// The key (for a public key: its private half) has never been able to
+    /// turn a ciphertext back into plaintext for a caller.
+    pub const NEVER_DECRYPTS: u8 = 1 << 0;
+    /// The key (for a public key: its private half) was generated inside
+    /// and has never been extractable.
+    pub const NEVER_LEFT: u8 = 1 << 1;
+}
+
+/// Whether a secret or private key lets a caller decrypt: `CKA_DECRYPT`,
+/// and for RSA private keys signing too — `CKM_RSA_X_509` signing is RSA
+/// decryption of whatever the caller hands in.
+pub fn can_decrypt(a: &Attrs) -> bool {
+    a.bool(ck::CKA_DECRYPT)
+        || (a.class() == ck::CKO_PRIVATE_KEY
+            && a.key_type() == Some(ck::CKK_RSA)
+            && (a.bool(ck::CKA_SIGN) || a.bool(ck::CKA_SIGN_RECOVER)))
+}
+
+/// The [`history`] bits of a secret or private key being made now.
+fn birth_history(a: &Attrs) -> u8 {
+    let mut h = 0;
+    if !can_decrypt(a) {
+        h |= history::NEVER_DECRYPTS;
+    }
+    if a.bool(ck::CKA_LOCAL) && !a.bool(ck::CKA_EXTRACTABLE) {
+        h |= history::NEVER_LEFT;
+    }
+    h
+}
+
+/// A generated public key inherits its private half's history: whoever
+/// holds blobs wrapped under the public key needs the private half.
+pub fn pair_history(private: &Attrs, public: &mut Attrs) {
+    let h = private.get(INTERNAL_HISTORY).unwrap_or(&[0]).to_vec();
+    public.set(INTERNAL_HISTORY, h);
+}
+
+fn history_of(a: &Attrs) -> u8 {
+    // Keys stored before the history existed count as having decrypted
+    // and left: they guard nothing.
+    a.get(INTERNAL_HISTORY)
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0)
+}
+
+/// May this key wrap a sensitive key (docs/security.md)? Only a key that
+/// has never been able to decrypt (nor its private half), and that is
+/// `CKA_TRUSTED` or was generated inside and never extractable: then no
+/// caller can open what it wraps except by unwrapping it again, and
+/// unwrapping under it only makes sensitive keys ([`unwraps_only_sensitive`]).
+pub fn guards_sensitive(w: &Attrs) -> bool {
+    let h = history_of(w);
+    h & history::NEVER_DECRYPTS != 0 && (w.bool(ck::CKA_TRUSTED) || h & history::NEVER_LEFT != 0)
+}
+
+/// Might a blob this key unwraps hold a sensitive key? Then whatever it
+/// unwraps must come out sensitive, or wrap-then-unwrap would read any
+/// sensitive key. A secret key: if it guards sensitive keys. A private key:
+/// if it never decrypted — its public half may be trusted, or become so,
+/// which the private half cannot see.
+pub fn unwraps_only_sensitive(u: &Attrs) -> bool {
+    if u.class() == ck::CKO_PRIVATE_KEY {
+        history_of(u) & history::NEVER_DECRYPTS != 0
+    } else {
+        guards_sensitive(u)
+    }
+}
+
+/// Wrapping mechanisms whose unwrap authenticates what it recovers: AES
+/// key wrap (RFC 3394 / 5649, and SM4's), RSA-OAEP, RSA-AES key wrap, SM2
+/// encryption (its C3 hash). Sensitive keys are wrapped, and keys that may
+/// hold them unwrapped, only with these: a CBC-PAD or PKCS#1 v1.5 unwrap
+/// answers "was the padding right?", which is enough to decrypt any blob
+/// (Vaudenay 2002; Bleichenbacher 1998; Bardou et al., "Efficient padding
+/// oracle attacks on cryptographic hardware", CRYPTO 2012).
+pub fn authenticated_wrap(mech: u64) -> bool {
+    matches!(
+        mech,
+        ck::CKM_AES_KEY_WRAP
+            | ck::CKM_AES_KEY_WRAP_PAD
+            | ck::CKM_AES_KEY_WRAP_KWP
+            | ck::CKM_RSA_PKCS_OAEP
+            | ck::CKM_RSA_AES_KEY_WRAP
+            | vendor::CKM_SM4_KEY_WRAP
+            | vendor::CKM_SM2_ENCRYPT
+    )
+}
+
+/// Is the key in a lifecycle state that allows use and export?
+pub fn enabled(a: &Attrs) -> bool {
+    a.ulong(vendor::CKA_P11KMS_KEY_STATE)
+        .is_none_or(|st| st == vendor::CKV_P11KMS_STATE_ENABLED)
 }
 
 /// A fresh KMS key id: `key-` + UUID.
@@ -649,8 +760,10 @@ impl Object {
         Ok(k)
     }
 
-    /// `C_GetAttributeValue` for one attribute.
-    pub fn get_attribute(&self, ty: u64) -> AttrResult {
+    /// `C_GetAttributeValue` for one attribute. `enabled` is the key's
+    /// lifecycle state as the KMS sees it: the value of a disabled or
+    /// pending-deletion key is not handed out even when it is extractable.
+    pub fn get_attribute(&self, ty: u64, enabled: bool) -> AttrResult {
         let a = self.attrs();
         if is_internal(ty) {
             return AttrResult::Invalid;
@@ -662,7 +775,7 @@ impl Object {
             return AttrResult::Invalid;
         };
         if rule.flags & f::SECRET != 0
-            && (a.bool(ck::CKA_SENSITIVE) || !a.bool(ck::CKA_EXTRACTABLE))
+            && (a.bool(ck::CKA_SENSITIVE) || !a.bool(ck::CKA_EXTRACTABLE) || !enabled)
         {
             return AttrResult::Sensitive;
         }
@@ -769,26 +882,33 @@ impl Object {
         *a = attrs;
     }
 
-    /// Does the object match every attribute of a find template?
+    /// Does the object match every attribute of a find template? Values
+    /// compare by the attribute's kind: booleans as booleans, everything
+    /// else byte for byte. Secret values never match (a find would be an
+    /// oracle on them), nor do attributes the object's class lacks.
     pub fn matches(&self, template: &[Attribute]) -> bool {
         let a = self.attrs();
+        let Some(tables) = a.tables() else {
+            return false;
+        };
         template.iter().all(|t| {
             if is_internal(t.ty) {
                 return false;
             }
+            let Some(rule) = attrs::rule(&tables, t.ty) else {
+                return false;
+            };
+            if rule.flags & f::SECRET != 0 {
+                return false;
+            }
             let want = t.value.as_deref().unwrap_or_default();
-            match a.get(t.ty) {
-                Some(have) if have.len() == 1 && want.len() == 1 => {
-                    (have[0] != 0) == (want[0] != 0)
-                }
-                Some(have) => {
-                    let secret = a
-                        .tables()
-                        .and_then(|tb| attrs::rule(&tb, t.ty))
-                        .is_some_and(|r| r.flags & f::SECRET != 0);
-                    !secret && have == want
-                }
-                None => false,
+            match (a.get(t.ty), rule.kind) {
+                (Some([have]), Kind::Bool) => match want {
+                    [w] => (*have != 0) == (*w != 0),
+                    _ => false,
+                },
+                (Some(have), _) => have == want,
+                (None, _) => false,
             }
         })
     }
@@ -802,6 +922,9 @@ pub const INTERNAL_META: u64 = 0x8E11_FF02;
 /// Internal attribute: present (value 1) on the objects that hold an older
 /// version of a rotated key.
 pub const INTERNAL_VERSION_OBJECT: u64 = 0x8E11_FF03;
+
+/// Internal attribute: the key's [`history`] bits (one byte).
+pub const INTERNAL_HISTORY: u64 = 0x8E11_FF04;
 
 /// Internal attributes live in `0x8E11FF00..=0x8E11FFFF`: the daemon's own
 /// bookkeeping, never visible through PKCS#11.

@@ -501,11 +501,13 @@ fn known_answers_for_the_first_slice() {
             rv_name(rv)
         )),
     }
-    // Tampered RFC 3394 input.
+    // Tampered RFC 3394 input (into a non-sensitive key: the KEK can
+    // encrypt, so it never unwraps into a sensitive one).
     let mut tmpl = Template::new()
         .ulong(CKA_CLASS, CKO_SECRET_KEY)
         .ulong(CKA_KEY_TYPE, CKK_AES)
-        .bool(CKA_TOKEN, false);
+        .bool(CKA_TOKEN, false)
+        .bool(CKA_SENSITIVE, false);
     match t.unwrap(
         CKM_AES_KEY_WRAP,
         kek128,

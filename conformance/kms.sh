@@ -121,7 +121,10 @@ if phase == "origin":
             s.setAttributeValue(imp, template)
             check("setting %s is refused" % name, False)
         except PyKCS11.PyKCS11Error as e:
-            check("setting %s fails with CKR_ATTRIBUTE_READ_ONLY" % name, e.value == PyKCS11.CKR_ATTRIBUTE_READ_ONLY)
+            # A KMS-managed key changes only through the lifecycle commands:
+            # PKCS#11 gets CKR_ACTION_PROHIBITED for any attribute (a plain
+            # PKCS#11 key would answer CKR_ATTRIBUTE_READ_ONLY).
+            check("setting %s fails with CKR_ACTION_PROHIBITED" % name, e.value == 0x1B)  # CKR_ACTION_PROHIBITED (PyKCS11 has no name for it)
     ct = env(gen, b"row 1 before rotation")
     open(sys.argv[4], "wb").write(ct)
     n = ct[5]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # pkcs11-tool (OpenSC 0.23) with asymmetric keys: RSA-2048, EC P-256 and
-# Ed25519 (EC:edwards25519, new in OpenSC 0.23) key pairs generated on the token, `pkcs11-tool --test`, and every
+# Ed25519 (EC:edwards25519, new in OpenSC 0.23) key pairs generated on the token,
+# an always-authenticate P-521 key, `pkcs11-tool --test`, and every
 # signature / decryption cross-checked by OpenSSL with the public key that
 # pkcs11-tool exports (--read-object --type pubkey).
 . "$(dirname "$0")/lib.sh"
@@ -155,6 +156,19 @@ check "openssl pkeyutl -verify -rawin accepts it" \
 CHECK_OUTPUT_RE='[Ff]ailure' check_fails "openssl rejects it for other data" \
   openssl pkeyutl -verify -pubin -inkey "$WORK/ed.pem" -rawin -in "$WORK/data-tampered.bin" -sigfile "$WORK/sig-ed.bin"
 check "token verifies it (--verify -m EDDSA)" p11_verify -m EDDSA --id 30 -i "$WORK/data.bin" --signature-file "$WORK/sig-ed.bin"
+
+section "always-authenticate key (--always-auth, a PIN per signature)"
+check "generate EC P-521 key pair with CKA_ALWAYS_AUTHENTICATE (id 40)" \
+  user --keypairgen --key-type EC:secp521r1 --always-auth --id 40 --label aa521
+check "export its public key" export_pub 40 aa521
+check "the private key reports CKA_ALWAYS_AUTHENTICATE" \
+  bash -c "pkcs11-tool --module '$MODULE' --token-label '$LABEL' --login --pin '$PIN' --list-objects --type privkey --id 40 2>&1 | grep -qi 'always authenticate'"
+# pkcs11-tool sees CKA_ALWAYS_AUTHENTICATE and calls C_Login(CKU_CONTEXT_SPECIFIC)
+# between C_SignInit and C_Sign.
+check "sign with it (pkcs11-tool logs in per operation)" \
+  user --sign -m ECDSA --signature-format openssl --id 40 -i "$WORK/data.sha256" -o "$WORK/sig-aa.der"
+check "and OpenSSL verifies it" \
+  openssl dgst -sha256 -verify "$WORK/aa521.pem" -signature "$WORK/sig-aa.der" "$WORK/data.bin"
 
 section "after a daemon restart"
 if [ "$TARGET" = p11kms ]; then

@@ -17,7 +17,10 @@ data dir) between them:
            table and chunk. Writes wrapped keys and ciphertexts to the state
            dir, nothing secret.
   restore  a second process after the restart: find the master key by label,
-           unwrap each data key, decrypt every chunk and compare; swapping
+           unwrap each data key (as a sensitive key: the master key guards
+           keys, so whatever it unwraps stays sensitive — docs/security.md;
+           the unwrapped key is compared with the original through AES-ECB of
+           a zero block), decrypt every chunk and compare; swapping
            the AAD of two chunks and flipping a tag bit must fail with
            CKR_ENCRYPTED_DATA_INVALID.
 
@@ -252,7 +255,8 @@ def phase_prepare(state, ck):
         ck.ok(f"{table}: {len(chunks)} chunk(s) of 64 KiB encrypted with AES-GCM and AAD", good and chunks)
         state_doc["tables"][table] = {
             "wrapped_key": wrapped.hex(),
-            "key_sha256": hashlib.sha256(dk_value).hexdigest(),
+            # AES-ECB of a zero block: tells the key again without its value.
+            "key_probe": bytes(s.encrypt(dk, bytes(16), PyKCS11.Mechanism(PyKCS11.CKM_AES_ECB))).hex(),
             "plain_sha256": hashlib.sha256(plain).hexdigest(),
             "size": size,
             "chunks": chunks,
@@ -268,7 +272,7 @@ def phase_prepare(state, ck):
 
 def phase_restore(state, ck):
     import PyKCS11
-    from PyKCS11 import (CKA_CLASS, CKA_DECRYPT, CKA_ENCRYPT, CKA_EXTRACTABLE, CKA_KEY_TYPE,
+    from PyKCS11 import (CKA_CLASS, CKA_DECRYPT, CKA_ENCRYPT, CKA_KEY_TYPE,
                          CKA_LABEL, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN, CKK_AES,
                          CKM_AES_KEY_WRAP, CKO_SECRET_KEY, CKF_RW_SESSION, CKF_SERIAL_SESSION)
 
@@ -291,9 +295,14 @@ def phase_restore(state, ck):
     ck.expect_ckr("master key cannot itself be wrapped (not extractable)", "CKR_KEY_UNEXTRACTABLE",
                   s.wrapKey, mk, mk, PyKCS11.Mechanism(CKM_AES_KEY_WRAP))
 
+    # The master key is a key-encryption key that never decrypts and never
+    # left the token, so p11kms lets it wrap sensitive keys — and for the
+    # same reason whatever it unwraps must stay sensitive (else wrap, then
+    # unwrap as non-sensitive, would read any key). The data key comes back
+    # sensitive; AES-ECB of a zero block shows it is the same key.
     template = [
         (CKA_CLASS, CKO_SECRET_KEY), (CKA_KEY_TYPE, CKK_AES), (CKA_TOKEN, False),
-        (CKA_SENSITIVE, False), (CKA_EXTRACTABLE, True), (CKA_ENCRYPT, True), (CKA_DECRYPT, True),
+        (CKA_SENSITIVE, True), (CKA_ENCRYPT, True), (CKA_DECRYPT, True),
     ]
     keys = {}
     for table, t in doc["tables"].items():
@@ -303,9 +312,12 @@ def phase_restore(state, ck):
         if dk is None:
             continue
         keys[table] = dk
-        value = bytes(s.getAttributeValue(dk, [CKA_VALUE], allAsBinary=True)[0])
-        ck.ok(f"{table}: unwrapped key equals the original data key (SHA-256 of value)",
-              hashlib.sha256(value).hexdigest() == t["key_sha256"])
+        probe = bytes(s.encrypt(dk, bytes(16), PyKCS11.Mechanism(PyKCS11.CKM_AES_ECB))).hex()
+        ck.ok(f"{table}: unwrapped key equals the original data key (AES-ECB of a zero block)",
+              probe == t["key_probe"], f"{probe} vs {t['key_probe']}")
+        rv = raw_get_attribute_rv(s, dk, CKA_VALUE)
+        ck.ok(f"{table}: unwrapped data key is sensitive (CKA_VALUE: CKR_ATTRIBUTE_SENSITIVE)",
+              rv == PyKCS11.CKR_ATTRIBUTE_SENSITIVE, f"got rv=0x{rv:x}")
         plain = bytearray()
         ok = True
         for index, c in enumerate(t["chunks"]):

@@ -1089,12 +1089,25 @@ fn disabled_keys_cannot_be_wrapped_or_read() {
         f.attr(victim, ck::CKA_VALUE),
         AttrResult::Value(_)
     ));
+    // A session copy made while the key was a plain PKCS#11 key.
+    let copy = f.handle_of(R::CopyObject {
+        session: f.s,
+        object: victim,
+        template: vec![Attribute::bool(ck::CKA_TOKEN, false)],
+    });
+    assert!(f.encrypt(copy, ecb(), &[0; 16]).is_ok());
     f.key(C::KeyDisable { key: kid.clone() });
     assert_eq!(
         wrap(&f),
         Response::Error(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
     );
     assert_eq!(f.attr(victim, ck::CKA_VALUE), AttrResult::Sensitive);
+    // Disabling reaches the copy too: no use, no value.
+    assert_eq!(
+        f.encrypt(copy, ecb(), &[0; 16]),
+        Err(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
+    assert_eq!(f.attr(copy, ck::CKA_VALUE), AttrResult::Sensitive);
     f.key(C::KeyEnable { key: kid.clone() });
     f.key(C::KeyScheduleDeletion {
         key: kid,

@@ -55,8 +55,8 @@ say "Setting the user PIN (logged in as SO)"
 p11 --token-label "$LABEL" --login --login-type so --so-pin "$SO_PIN" --init-pin --pin "$PIN"
 p11 --list-token-slots
 
-say "Generating an AES-256 key 'demo-key' (id 01) inside the daemon; it is sensitive, its value never leaves"
-p11_quiet --token-label "$LABEL" --login --pin "$PIN" --keygen --key-type AES:32 --label demo-key --id 01 --sensitive
+say "Generating an AES-256 key 'demo-key' (id 01) inside the daemon; it is private (only the logged-in user sees it) and sensitive (its value never leaves)"
+p11_quiet --token-label "$LABEL" --login --pin "$PIN" --keygen --key-type AES:32 --label demo-key --id 01 --sensitive --private
 
 printf 'Hello from p11kms! This file was encrypted by a key that lives in p11kmsd.\n' >"$WORK/hello.txt"
 IV=00112233445566778899aabbccddeeff

@@ -933,3 +933,83 @@ fn ecdh_derive_tricks_do_not_reveal_the_private_key() {
         RvError::KeyIndigestible
     );
 }
+
+/// `CKA_WRAP_WITH_TRUSTED` keys go only under `CKA_TRUSTED` keys, and only
+/// the SO makes a key trusted. A trusted key that never decrypts may wrap
+/// sensitive keys even when it came from outside (a transport key).
+#[test]
+fn trusted_wrapping_keys_are_the_sos_call() {
+    let _g = serial();
+    let daemon = Daemon::start();
+    daemon.export_socket();
+    let ctx = context();
+    initialize(&ctx);
+    let slot = setup_token(&ctx);
+    let s = user_session(&ctx, slot);
+    let v = aes_gen(
+        &s,
+        &[
+            Attribute::Token(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::WrapWithTrusted(true),
+        ],
+    );
+    // A transport key brought in from outside, public so the SO can see it.
+    let transport = aes_import(
+        &s,
+        &[0x77; 32],
+        &[
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(true),
+        ],
+    );
+    let kek = guarded_kek(&s);
+    assert_eq!(
+        rv(s.wrap_key(&Mechanism::AesKeyWrap, kek, v), "wrap under an untrusted KEK"),
+        RvError::KeyNotWrappable
+    );
+    assert_eq!(
+        rv(
+            s.wrap_key(&Mechanism::AesKeyWrap, transport, v),
+            "wrap under the untrusted transport key"
+        ),
+        RvError::KeyNotWrappable
+    );
+    assert_eq!(
+        rv(
+            s.update_attributes(transport, &[Attribute::Trusted(true)]),
+            "the user trusts a key"
+        ),
+        RvError::AttributeReadOnly
+    );
+    s.logout().expect("C_Logout");
+    let so = ctx.open_rw_session(slot).expect("C_OpenSession");
+    so.login(
+        cryptoki::session::UserType::So,
+        Some(&cryptoki::types::AuthPin::from(SO_PIN)),
+    )
+    .expect("C_Login(SO)");
+    so.update_attributes(transport, &[Attribute::Trusted(true)])
+        .expect("the SO trusts the transport key");
+    // Trust, once given, stays: taking it back would let a key that
+    // wrapped sensitive keys become something that opens them.
+    assert_eq!(
+        rv(
+            so.update_attributes(transport, &[Attribute::Trusted(false)]),
+            "the SO withdraws trust"
+        ),
+        RvError::AttributeReadOnly
+    );
+    so.logout().expect("C_Logout(SO)");
+    drop(so);
+    let s = user_session(&ctx, slot);
+    let blob = s
+        .wrap_key(&Mechanism::AesKeyWrap, transport, v)
+        .expect("wrap under the trusted transport key");
+    assert_eq!(blob.len(), 40);
+    assert!(bool_attr(&s, transport, AttributeType::Trusted));
+}

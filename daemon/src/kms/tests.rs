@@ -1102,6 +1102,21 @@ fn disabled_keys_cannot_be_wrapped_or_read() {
         Response::Error(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
     );
     assert_eq!(f.attr(victim, ck::CKA_VALUE), AttrResult::Sensitive);
+    // Nor is it digested.
+    assert_eq!(
+        f.call(R::DigestInit {
+            session: f.s,
+            mech: Mechanism::new(ck::CKM_SHA256)
+        }),
+        Response::Ok
+    );
+    assert_eq!(
+        f.call(R::DigestKey {
+            session: f.s,
+            key: victim
+        }),
+        Response::Error(ck::CKR_KEY_FUNCTION_NOT_PERMITTED)
+    );
     // Disabling reaches the copy too: no use, no value.
     assert_eq!(
         f.encrypt(copy, ecb(), &[0; 16]),

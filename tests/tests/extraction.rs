@@ -296,7 +296,7 @@ fn get_attribute_value_never_returns_secret_components() {
     ] {
         for ty in types {
             assert_eq!(
-                raw_attr(s, k, ty).map_err(|rv| rv_name(rv)),
+                raw_attr(s, k, ty).map_err(rv_name),
                 Err(rv_name(sys::CKR_ATTRIBUTE_SENSITIVE)),
                 "C_GetAttributeValue({ty:?})"
             );
@@ -611,7 +611,7 @@ fn guarded_kek_round_trip_and_its_oracles() {
     assert_eq!(kcv(s, back), kcv(s, v), "same key back");
     assert!(bool_attr(s, back, AttributeType::Sensitive));
     assert_eq!(
-        raw_attr(s, back, AttributeType::Value).map_err(|rv| rv_name(rv)),
+        raw_attr(s, back, AttributeType::Value).map_err(rv_name),
         Err(rv_name(sys::CKR_ATTRIBUTE_SENSITIVE))
     );
 
@@ -789,7 +789,7 @@ fn copies_are_never_more_permissive() {
         .copy_object(v, &[Attribute::Token(false)])
         .expect("copy victim");
     assert_eq!(
-        raw_attr(s, cv, AttributeType::Value).map_err(|rv| rv_name(rv)),
+        raw_attr(s, cv, AttributeType::Value).map_err(rv_name),
         Err(rv_name(sys::CKR_ATTRIBUTE_SENSITIVE))
     );
 }
@@ -860,7 +860,7 @@ fn ecdh_derive_tricks_do_not_reveal_the_private_key() {
         ])
         .expect("C_CreateObject(P-256 private)");
     assert_eq!(
-        raw_attr(s, ec, AttributeType::Value).map_err(|rv| rv_name(rv)),
+        raw_attr(s, ec, AttributeType::Value).map_err(rv_name),
         Err(rv_name(sys::CKR_ATTRIBUTE_SENSITIVE))
     );
     let template = [

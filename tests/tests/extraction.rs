@@ -969,7 +969,10 @@ fn trusted_wrapping_keys_are_the_sos_call() {
     );
     let kek = guarded_kek(&s);
     assert_eq!(
-        rv(s.wrap_key(&Mechanism::AesKeyWrap, kek, v), "wrap under an untrusted KEK"),
+        rv(
+            s.wrap_key(&Mechanism::AesKeyWrap, kek, v),
+            "wrap under an untrusted KEK"
+        ),
         RvError::KeyNotWrappable
     );
     assert_eq!(

@@ -177,13 +177,15 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             let o = resolve(t, &key)?;
             protect(&o)?;
             let mut a = o.attrs().clone();
+            // The metadata is stored either way: it marks the key as
+            // KMS-managed from now on.
+            let mut m = KeyMeta::of(&a);
             if a.get(ck::CKA_LABEL).is_none_or(<[u8]>::is_empty) {
                 a.set(ck::CKA_LABEL, alias.into_bytes());
             } else {
-                let mut m = KeyMeta::of(&a);
                 m.aliases.push(alias);
-                m.store(&mut a)?;
             }
+            m.store(&mut a)?;
             t.apply(vec![ObjectChange::Update(o.clone(), a)])?;
             Ok(AdminReply::Key(describe(&o)))
         }

@@ -961,6 +961,30 @@ fn kms_managed_keys_resist_pkcs11_destroy_copy_and_set() {
         }),
         Response::Error(ck::CKR_ACTION_PROHIBITED)
     );
+    // So does a first alias given to a key that had no label.
+    let unlabelled = f.handle_of(R::GenerateKey {
+        session: f.s,
+        mech: Mechanism::new(ck::CKM_AES_KEY_GEN),
+        template: vec![
+            Attribute::ulong(ck::CKA_VALUE_LEN, 32),
+            Attribute::bool(ck::CKA_TOKEN, true),
+        ],
+    });
+    let AttrResult::Value(kid) = f.attr(unlabelled, vendor::CKA_P11KMS_KEY_ID) else {
+        panic!("key id")
+    };
+    f.key(C::AliasAdd {
+        key: String::from_utf8(kid).expect("utf8"),
+        alias: "given".into(),
+    });
+    assert_eq!(
+        f.call(R::SetAttributeValue {
+            session: f.s,
+            object: unlabelled,
+            template: vec![Attribute::new(ck::CKA_LABEL, b"renamed".to_vec())]
+        }),
+        Response::Error(ck::CKR_ACTION_PROHIBITED)
+    );
 }
 
 /// Keys made through PKCS#11 and never put under lifecycle management stay

@@ -479,15 +479,18 @@ fn find_label(prefix: &str, i: usize) -> Vec<u8> {
     format!("{prefix}-{i:06}").into_bytes()
 }
 
-fn aes_token_key(label: &[u8], extractable: bool) -> Vec<Attribute> {
+/// A private AES-256 token key; `exportable` makes it extractable and not
+/// sensitive — the only kind p11kms (docs/security.md) wraps under a key
+/// that can also encrypt and decrypt, like the benchmark's shared key.
+fn aes_token_key(label: &[u8], exportable: bool) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::ValueLen(32.into()),
         Attribute::Token(true),
         Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(extractable),
+        Attribute::Sensitive(!exportable),
+        Attribute::Extractable(exportable),
         Attribute::Encrypt(true),
         Attribute::Decrypt(true),
         Attribute::Label(label.to_vec()),
@@ -745,7 +748,7 @@ pub fn prepare(
                         &Mechanism::AesKeyGen,
                         &aes_token_key(b"bench-wrap-target", true),
                     )
-                    .map_err(|e| classify("extractable AES-256 key", &e))
+                    .map_err(|e| classify("extractable, non-sensitive AES-256 key", &e))
                 })
                 .clone()?;
             p.key = Some(target);
@@ -951,7 +954,9 @@ pub fn op(
                     Attribute::Class(ObjectClass::SECRET_KEY),
                     Attribute::KeyType(KeyType::AES),
                     Attribute::Token(false),
-                    Attribute::Sensitive(true),
+                    // The shared key can encrypt: p11kms never lets such a
+                    // key unwrap into a sensitive key (docs/security.md).
+                    Attribute::Sensitive(false),
                     Attribute::Encrypt(true),
                     Attribute::Decrypt(true),
                 ],

@@ -1095,3 +1095,62 @@ fn gcm_with_ivs_other_than_96_bits() {
     }
     assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
 }
+
+/// Ed448 is not offered (no maintained, released Ed448 crate fits the
+/// provider yet): `C_GetMechanismInfo` says `CKM_EDDSA` and the Edwards
+/// key-pair generation take 255-bit keys only, and a key pair on Ed448
+/// (OID 1.3.101.113 or the name "edwards448") is `CKR_CURVE_NOT_SUPPORTED`.
+#[test]
+fn eddsa_is_ed25519_only_and_says_so() {
+    let _g = serial();
+    let daemon = Daemon::start();
+    daemon.export_socket();
+    let raw = Raw::load();
+    assert_rv(raw.initialize(), CKR_OK, "C_Initialize");
+    let slot = raw.first_slot();
+    for m in [CKM_EDDSA, CKM_EC_EDWARDS_KEY_PAIR_GEN] {
+        let mut info = CK_MECHANISM_INFO::default();
+        assert_rv(
+            p11!(raw, C_GetMechanismInfo, slot, m, &mut info),
+            CKR_OK,
+            "C_GetMechanismInfo",
+        );
+        assert_eq!(
+            (info.ulMinKeySize, info.ulMaxKeySize),
+            (255, 255),
+            "{m:#x}: Ed25519 only"
+        );
+    }
+    raw.init_token(slot);
+    let s = raw.open_rw(slot);
+    raw.login_user(s);
+    let oid_ed448: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x71];
+    let mut name = vec![0x13, 10];
+    name.extend_from_slice(b"edwards448");
+    for params in [oid_ed448, &name[..]] {
+        let mut public = Template::new()
+            .bytes(CKA_EC_PARAMS, params)
+            .bool(CKA_TOKEN, false);
+        let mut private = Template::new().bool(CKA_TOKEN, false).bool(CKA_SIGN, true);
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_EC_EDWARDS_KEY_PAIR_GEN,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
+        let (mut hpub, mut hpriv) = (0, 0);
+        let rv = p11!(
+            raw,
+            C_GenerateKeyPair,
+            s,
+            &mut m,
+            public.as_mut_ptr(),
+            public.len(),
+            private.as_mut_ptr(),
+            private.len(),
+            &mut hpub,
+            &mut hpriv
+        );
+        assert_rv(rv, CKR_CURVE_NOT_SUPPORTED, "C_GenerateKeyPair on Ed448");
+    }
+    assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
+}

@@ -911,6 +911,19 @@ fn multipart(
     Ok(out)
 }
 
+/// name, mechanism, key type, key, iv, ulIvBits, aad, plaintext, ciphertext || tag
+type GcmCase = (
+    &'static str,
+    CK_MECHANISM_TYPE,
+    CK_KEY_TYPE,
+    &'static str,
+    &'static str,
+    CK_ULONG,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
 /// GCM with IVs other than 96 bits, through the module: NIST CAVP vectors
 /// with 8- and 1024-bit IVs (gcmEncryptExtIV128.rsp), and the case of
 /// issue 11 (16-byte IV, `ulIvBits` 64 contradicting `ulIvLen`, 8-byte AAD)
@@ -937,8 +950,7 @@ fn gcm_with_ivs_other_than_96_bits() {
     let s = raw.open_rw(slot);
     raw.login_user(s);
     let t = T { raw: &raw, s };
-    // name, mechanism, key type, key, iv, ulIvBits, aad, plaintext, ciphertext || tag
-    let cases: [(&str, CK_MECHANISM_TYPE, CK_KEY_TYPE, &str, &str, CK_ULONG, &str, &str, &str); 5] = [
+    let cases: [GcmCase; 5] = [
         (
             "CAVP gcmEncryptExtIV128 [IVlen = 8] AADlen 160 Taglen 64",
             CKM_AES_GCM,

@@ -86,7 +86,7 @@ impl Fixture {
             pParameter: self.iv.as_mut_ptr().cast(),
             ulParameterLen: 16,
         };
-        let mut plain = |m| CK_MECHANISM {
+        let plain = |m| CK_MECHANISM {
             mechanism: m,
             pParameter: null_mut(),
             ulParameterLen: 0,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # pkcs11-tool (OpenSC 0.23) with asymmetric keys: RSA-2048, EC P-256 and
 # Ed25519 (EC:edwards25519, new in OpenSC 0.23) key pairs generated on the token,
-# an always-authenticate P-521 key, `pkcs11-tool --test`, and every
+# an always-authenticate P-521 key, an RSA key limited to PSS with
+# --allowed-mechanisms, `pkcs11-tool --test`, and every
 # signature / decryption cross-checked by OpenSSL with the public key that
 # pkcs11-tool exports (--read-object --type pubkey).
 . "$(dirname "$0")/lib.sh"
@@ -170,6 +171,24 @@ check "sign with it (pkcs11-tool logs in per operation)" \
 check "and OpenSSL verifies it" \
   openssl dgst -sha256 -verify "$WORK/aa521.pem" -signature "$WORK/sig-aa.der" "$WORK/data.bin"
 
+section "RSA key limited to PSS (--allowed-mechanisms, CKA_ALLOWED_MECHANISMS)"
+check "generate RSA-2048 key pair allowing RSA-PKCS-PSS,SHA256-RSA-PKCS-PSS only (id 11)" \
+  user --keypairgen --key-type rsa:2048 --id 11 --label rsa-pss-only \
+  --allowed-mechanisms RSA-PKCS-PSS,SHA256-RSA-PKCS-PSS
+user --list-objects --type privkey --id 11 >"$WORK/pss-only.txt" 2>&1
+check "the private key lists exactly those mechanisms (--list-objects)" \
+  grep -q 'Allowed mechanisms: *RSA-PKCS-PSS,SHA256-RSA-PKCS-PSS$' "$WORK/pss-only.txt"
+check "export its public key" export_pub 11 rsa-pss-only
+check "sign the data with SHA256-RSA-PKCS-PSS" \
+  user --sign -m SHA256-RSA-PKCS-PSS --mgf MGF1-SHA256 --id 11 -i "$WORK/data.bin" -o "$WORK/sig-pss-only.bin"
+check "openssl dgst -verify (PSS, salt 32) accepts it" \
+  openssl dgst -sha256 -verify "$WORK/rsa-pss-only.pem" -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:32 \
+  -signature "$WORK/sig-pss-only.bin" "$WORK/data.bin"
+CHECK_OUTPUT_RE='CKR_MECHANISM_INVALID' check_fails "the key refuses SHA256-RSA-PKCS (PKCS#1 v1.5)" \
+  user --sign -m SHA256-RSA-PKCS --id 11 -i "$WORK/data.bin" -o "$WORK/sig-refused.bin"
+CHECK_OUTPUT_RE='CKR_MECHANISM_INVALID' check_fails "the key refuses RSA-PKCS on the hash" \
+  user --sign -m RSA-PKCS --id 11 -i "$WORK/data.sha256" -o "$WORK/sig-refused2.bin"
+
 section "after a daemon restart"
 if [ "$TARGET" = p11kms ]; then
   if restart_daemon; then pass "daemon restarted on the same data dir"; else fail "daemon restarts"; finish; fi
@@ -180,6 +199,8 @@ check "RSA key still signs" user --sign -m SHA256-RSA-PKCS --id 10 -i "$WORK/dat
 check "and OpenSSL verifies it with the key exported before" \
   openssl dgst -sha256 -verify "$WORK/rsa.pem" -signature "$WORK/sig-after.bin" "$WORK/data.bin"
 check_same "PKCS#1 v1.5 signatures are deterministic: same as before the restart" "$WORK/sig-after.bin" "$WORK/sig-pkcs1.bin"
+CHECK_OUTPUT_RE='CKR_MECHANISM_INVALID' check_fails "the PSS-only key still refuses SHA256-RSA-PKCS" \
+  user --sign -m SHA256-RSA-PKCS --id 11 -i "$WORK/data.bin" -o "$WORK/sig-refused-after.bin"
 check "EC key still signs" user --sign -m ECDSA --id 20 --signature-format openssl -i "$WORK/data.sha256" -o "$WORK/sig-ec-after.der"
 check "and OpenSSL verifies it" \
   openssl dgst -sha256 -verify "$WORK/ec.pem" -signature "$WORK/sig-ec-after.der" "$WORK/data.bin"

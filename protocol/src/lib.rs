@@ -17,8 +17,12 @@
 //!   trip (PKCS#11 v3.0 §5.2).
 //!
 //! Attribute values travel as the bytes the C caller gave: `CK_ULONG` as 8
-//! little-endian bytes, `CK_BBOOL` as one byte. Module and daemon always run
-//! on the same host, so the native layout is the common one.
+//! little-endian bytes, `CK_BBOOL` as one byte, `CKA_ALLOWED_MECHANISMS` as
+//! its array of `CK_MECHANISM_TYPE`s. Module and daemon always run on the
+//! same host, so the native layout is the common one. The attributes whose
+//! value is itself a template (`CKA_WRAP_TEMPLATE`, `CKA_UNWRAP_TEMPLATE`,
+//! `CKA_DERIVE_TEMPLATE`) hold pointers in C; on the wire their value is a
+//! [`Template`], encoded by [`Template::encode`] (protocol version 2).
 
 #![forbid(unsafe_code)]
 
@@ -28,8 +32,9 @@ pub mod vendor;
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build. Bumped when a change is not
-/// append-only; the handshake refuses a mismatch.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// append-only or gives existing bytes a new meaning; the handshake refuses
+/// a mismatch. 2: template-valued attributes carry a [`Template`].
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Hard upper bound of one frame's payload. A peer announcing more loses its
 /// connection before anything is allocated.
@@ -76,6 +81,50 @@ impl Attribute {
             ty,
             value: Some(vec![u8::from(v)]),
         }
+    }
+}
+
+/// `CKA_WRAP_TEMPLATE` (`CKF_ARRAY_ATTRIBUTE | 0x211`).
+pub const CKA_WRAP_TEMPLATE: Ulong = 0x4000_0211;
+/// `CKA_UNWRAP_TEMPLATE` (`CKF_ARRAY_ATTRIBUTE | 0x212`).
+pub const CKA_UNWRAP_TEMPLATE: Ulong = 0x4000_0212;
+/// `CKA_DERIVE_TEMPLATE` (`CKF_ARRAY_ATTRIBUTE | 0x213`).
+pub const CKA_DERIVE_TEMPLATE: Ulong = 0x4000_0213;
+
+/// Whether attribute type `ty` holds a template (an array of
+/// `CK_ATTRIBUTE`; PKCS#11 v3.0 §4.7–§4.10). The other array attribute,
+/// `CKA_ALLOWED_MECHANISMS`, holds plain `CK_ULONG`s and travels as bytes.
+pub fn is_template_attribute(ty: Ulong) -> bool {
+    matches!(
+        ty,
+        CKA_WRAP_TEMPLATE | CKA_UNWRAP_TEMPLATE | CKA_DERIVE_TEMPLATE
+    )
+}
+
+/// Most attributes one nested template may hold.
+pub const MAX_TEMPLATE_ATTRIBUTES: usize = 256;
+
+/// The value of a template attribute: its nested attributes, carried inside
+/// [`Attribute::value`] and [`AttrResult::Value`] as the postcard encoding
+/// of this type. Nested values are never templates themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template(pub Vec<Attribute>);
+
+impl Template {
+    /// The bytes that stand for this template on the wire and in storage.
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding a Vec of plain structs into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Read a template back; `None` if `bytes` is not one (trailing bytes,
+    /// more than [`MAX_TEMPLATE_ATTRIBUTES`] entries, or a nested template).
+    pub fn decode(bytes: &[u8]) -> Option<Template> {
+        let (t, rest): (Template, &[u8]) = postcard::take_from_bytes(bytes).ok()?;
+        (rest.is_empty()
+            && t.0.len() <= MAX_TEMPLATE_ATTRIBUTES
+            && !t.0.iter().any(|a| is_template_attribute(a.ty)))
+        .then_some(t)
     }
 }
 
@@ -826,6 +875,30 @@ mod tests {
         let a = postcard::to_stdvec(&Attribute::new(3, vec![9u8; 200])).expect("encode");
         let plain = postcard::to_stdvec(&(3u64, Some(vec![9u8; 200]))).expect("encode");
         assert_eq!(a, plain);
+    }
+
+    #[test]
+    fn templates_roundtrip_and_refuse_nesting() {
+        let t = Template(vec![
+            Attribute::ulong(0, 4),
+            Attribute::bool(1, true),
+            Attribute { ty: 3, value: None },
+        ]);
+        assert_eq!(Template::decode(&t.encode()), Some(t.clone()));
+        assert_eq!(
+            Template::decode(&Template::default().encode()),
+            Some(Template::default())
+        );
+        let mut trailing = t.encode();
+        trailing.push(0);
+        assert_eq!(Template::decode(&trailing), None);
+        assert_eq!(Template::decode(&[]), None);
+        let nested = Template(vec![Attribute::new(CKA_WRAP_TEMPLATE, t.encode())]);
+        assert_eq!(Template::decode(&nested.encode()), None);
+        let big = Template(vec![Attribute::bool(1, true); MAX_TEMPLATE_ATTRIBUTES + 1]);
+        assert_eq!(Template::decode(&big.encode()), None);
+        assert!(is_template_attribute(CKA_DERIVE_TEMPLATE));
+        assert!(!is_template_attribute(0x4000_0600)); // CKA_ALLOWED_MECHANISMS
     }
 
     /// `Hello` must stay variant 0 of both enums: the handshake of any future

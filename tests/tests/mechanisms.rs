@@ -860,3 +860,311 @@ fn every_listed_mechanism_has_info() {
     );
     assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
 }
+
+/// Vendor codes from `include/p11kms.h`.
+const CKM_SM4_GCM: CK_MECHANISM_TYPE = 0x8E11_0012;
+const CKK_SM4: CK_KEY_TYPE = 0x8000_0015;
+
+/// Run `C_*Init` + `C_*Update` in `chunk`-byte pieces + `C_*Final`.
+fn multipart(
+    raw: &Raw,
+    s: CK_SESSION_HANDLE,
+    encrypt: bool,
+    m: &mut CK_MECHANISM,
+    k: CK_OBJECT_HANDLE,
+    data: &[u8],
+    chunk: usize,
+) -> Result<Vec<u8>, CK_RV> {
+    let rv = if encrypt {
+        p11!(raw, C_EncryptInit, s, m, k)
+    } else {
+        p11!(raw, C_DecryptInit, s, m, k)
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    let mut out = Vec::new();
+    for c in data.chunks(chunk) {
+        let mut c = c.to_vec();
+        let mut buf = vec![0u8; c.len() + 64];
+        let mut len = buf.len() as CK_ULONG;
+        let (p, n, b) = (c.as_mut_ptr(), c.len() as CK_ULONG, buf.as_mut_ptr());
+        let rv = if encrypt {
+            p11!(raw, C_EncryptUpdate, s, p, n, b, &mut len)
+        } else {
+            p11!(raw, C_DecryptUpdate, s, p, n, b, &mut len)
+        };
+        if rv != CKR_OK {
+            return Err(rv);
+        }
+        out.extend_from_slice(&buf[..len as usize]);
+    }
+    let mut buf = vec![0u8; data.len() + 64];
+    let mut len = buf.len() as CK_ULONG;
+    let rv = if encrypt {
+        p11!(raw, C_EncryptFinal, s, buf.as_mut_ptr(), &mut len)
+    } else {
+        p11!(raw, C_DecryptFinal, s, buf.as_mut_ptr(), &mut len)
+    };
+    if rv != CKR_OK {
+        return Err(rv);
+    }
+    out.extend_from_slice(&buf[..len as usize]);
+    Ok(out)
+}
+
+/// name, mechanism, key type, key, iv, ulIvBits, aad, plaintext, ciphertext || tag
+type GcmCase = (
+    &'static str,
+    CK_MECHANISM_TYPE,
+    CK_KEY_TYPE,
+    &'static str,
+    &'static str,
+    CK_ULONG,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+/// GCM with IVs other than 96 bits, through the module: NIST CAVP vectors
+/// with 8- and 1024-bit IVs (gcmEncryptExtIV128.rsp), and the case of
+/// issue 11 (16-byte IV, `ulIvBits` 64 contradicting `ulIvLen`, 8-byte AAD)
+/// for AES-256-GCM and a 60-byte IV for SM4-GCM, both with answers computed
+/// by OpenSSL 3 (python3-cryptography 48). Single- and multi-part, the 3.0
+/// and the 2.40 parameter layouts.
+#[test]
+fn gcm_with_ivs_other_than_96_bits() {
+    #[repr(C)]
+    struct GcmParams240 {
+        p_iv: *mut u8,
+        ul_iv_len: CK_ULONG,
+        p_aad: *mut u8,
+        ul_aad_len: CK_ULONG,
+        ul_tag_bits: CK_ULONG,
+    }
+    let _g = serial();
+    let daemon = Daemon::start();
+    daemon.export_socket();
+    let raw = Raw::load();
+    assert_rv(raw.initialize(), CKR_OK, "C_Initialize");
+    let slot = raw.first_slot();
+    raw.init_token(slot);
+    let s = raw.open_rw(slot);
+    raw.login_user(s);
+    let t = T { raw: &raw, s };
+    let cases: [GcmCase; 5] = [
+        (
+            "CAVP gcmEncryptExtIV128 [IVlen = 8] AADlen 160 Taglen 64",
+            CKM_AES_GCM,
+            CKK_AES,
+            "90e625f18f04122c3e0657a2dfe0e1b8",
+            "d9",
+            8,
+            "a7f88b0e07672401f86f515404fe5af3e53edcca",
+            "e2d381298318a2135ca6d01a24d0dfab",
+            "87cbfc064d5584ac1c2b385adc02fde5f0260a089fdaaa12",
+        ),
+        (
+            "CAVP gcmEncryptExtIV128 [IVlen = 1024] AADlen 128 Taglen 120",
+            CKM_AES_GCM,
+            CKK_AES,
+            "ec20b2dd5a4d6f8d2aa49086a7ef9080",
+            "d15fd1d8ba90275826c6b085d9d2a3856e2359e41f2ab3033b6c4a61e412177233afbdd0897d113652e72e37d711627eb43636fd7d7513f213f458d89597e330e487adde840c245ce21f3e45d14075c86ee6f70a7dde573dd320786d1ff28ea026c07bfe904dfb904a990123f79a0a32febcc57d2fe529ccd2a393856757065c",
+            0,
+            "3abfac97f5e569ed960638002ae32738",
+            "7ca608d6dac77682def3e129499d1575",
+            "f7c5704950a6b03a77db660769e1204ba0d98b0c38599c1bb16354f61b0f00",
+        ),
+        (
+            "CAVP gcmEncryptExtIV128 [IVlen = 1024] PTlen 408 AADlen 720 Taglen 32",
+            CKM_AES_GCM,
+            CKK_AES,
+            "2633d1781ce54f74ac609a5b5209a01f",
+            "7d0e90b7e9f36f760d2dcbd66f352df45f3917afdbe1d0a89cc44be0bd85cf8bf75edbdd33f1d16dad02824d81389210b0f146f3df63f9232d7035eb9e8297a09474985b3e038a5fa6840155d8848fc7c53061ba0f442b84408660a997176ca5bf3473103fd3c9a1de2580b9e539af872259ecae925a8ef50f5a176a069b1fb8",
+            1024,
+            "584c3cad3035d1427d6f5f1b261e97a5ea7d97c0b88cedf3b1aa5e21e5916805a63964eab4449d8806e7af60618465cf39f82769b7528bba9bb9c04992cd7b9e26efe9be38e1bfeeb41678c52d5ba3508fd7a2b1e8478505bfde",
+            "ae695828625b264e0b13d3c9a539f2cf306a7501cdd35b817b699b2d7c25cf20d2dceec3fa883019db807272fddfdca8e7f672",
+            "fbc32a56885100a36c276ff368db9236906021a8cc7500f2b3e78a6ca01546827073ff1103145f139f4d116eb47b84e33c716049589b3a",
+        ),
+        (
+            "issue 11: AES-256, 16-byte IV, ulIvBits 64, 8-byte AAD",
+            CKM_AES_GCM,
+            CKK_AES,
+            "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4",
+            "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
+            64,
+            "0001020304050607",
+            "4145532d47434d207769746820612031362d6279746520495620616e6420756c497642697473203634",
+            "f48c212b65181fe6ee9f789d8bb7f5f3d812614b31e7d668fa6df28d2fac621c429362fad2479fde4f44e27230d4489078612f774c20f372c5",
+        ),
+        (
+            "SM4-GCM, 60-byte IV",
+            CKM_SM4_GCM,
+            CKK_SM4,
+            "0123456789abcdeffedcba9876543210",
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b",
+            480,
+            "0001020304050607",
+            "534d342d47434d207769746820612036302d62797465204956",
+            "3b2e2977816a4eb301a91e5268f5dd6e14ebe4de170bcc523072212563ac0889ca4dac11181e1c83d1",
+        ),
+    ];
+    for (name, mech, kt, key, iv, iv_bits, aad, pt, sealed) in cases {
+        let k = t.secret(kt, &hex(key));
+        let (mut iv, mut aad, pt, sealed) = (hex(iv), hex(aad), hex(pt), hex(sealed));
+        let tag_bits = ((sealed.len() - pt.len()) * 8) as CK_ULONG;
+        let mut p30 = CK_GCM_PARAMS {
+            pIv: iv.as_mut_ptr(),
+            ulIvLen: iv.len() as CK_ULONG,
+            ulIvBits: iv_bits,
+            pAAD: aad.as_mut_ptr(),
+            ulAADLen: aad.len() as CK_ULONG,
+            ulTagBits: tag_bits,
+        };
+        let mut p240 = GcmParams240 {
+            p_iv: iv.as_mut_ptr(),
+            ul_iv_len: iv.len() as CK_ULONG,
+            p_aad: aad.as_mut_ptr(),
+            ul_aad_len: aad.len() as CK_ULONG,
+            ul_tag_bits: tag_bits,
+        };
+        let mut m30 = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: (&mut p30 as *mut CK_GCM_PARAMS).cast(),
+            ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+        };
+        let mut m240 = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: (&mut p240 as *mut GcmParams240).cast(),
+            ulParameterLen: 40,
+        };
+        for (layout, m) in [("3.0", &mut m30), ("2.40", &mut m240)] {
+            let what = format!("{name} ({layout} layout)");
+            assert_eq!(
+                t.encrypt(m, k, &pt),
+                Ok(sealed.clone()),
+                "{what}: C_Encrypt"
+            );
+            assert_eq!(
+                t.decrypt(m, k, &sealed),
+                Ok(pt.clone()),
+                "{what}: C_Decrypt"
+            );
+            assert_eq!(
+                multipart(&raw, s, true, m, k, &pt, 7),
+                Ok(sealed.clone()),
+                "{what}: multi-part encryption"
+            );
+            assert_eq!(
+                multipart(&raw, s, false, m, k, &sealed, 5),
+                Ok(pt.clone()),
+                "{what}: multi-part decryption"
+            );
+            let mut bad = sealed.clone();
+            *bad.last_mut().expect("tag") ^= 1;
+            assert_eq!(
+                t.decrypt(m, k, &bad),
+                Err(CKR_ENCRYPTED_DATA_INVALID),
+                "{what}: flipped tag bit"
+            );
+        }
+    }
+    // PKCS#11 takes IVs of 1 to 2^32 - 1 bytes; this token stops at 256.
+    let k = t.secret(CKK_AES, &[1u8; 16]);
+    for (n, want) in [
+        (0usize, CKR_MECHANISM_PARAM_INVALID),
+        (257, CKR_MECHANISM_PARAM_INVALID),
+        (1, CKR_OK),
+        (256, CKR_OK),
+    ] {
+        let mut iv = vec![7u8; n];
+        let mut p = CK_GCM_PARAMS {
+            pIv: if n == 0 { null_mut() } else { iv.as_mut_ptr() },
+            ulIvLen: n as CK_ULONG,
+            ulIvBits: 0,
+            pAAD: null_mut(),
+            ulAADLen: 0,
+            ulTagBits: 128,
+        };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_AES_GCM,
+            pParameter: (&mut p as *mut CK_GCM_PARAMS).cast(),
+            ulParameterLen: std::mem::size_of::<CK_GCM_PARAMS>() as CK_ULONG,
+        };
+        assert_rv(
+            p11!(raw, C_EncryptInit, s, &mut m, k),
+            want,
+            &format!("C_EncryptInit(GCM, {n}-byte IV)"),
+        );
+        if want == CKR_OK {
+            let mut len: CK_ULONG = 64;
+            let mut out = [0u8; 64];
+            assert_rv(
+                p11!(raw, C_Encrypt, s, null_mut(), 0, out.as_mut_ptr(), &mut len),
+                CKR_OK,
+                "C_Encrypt(empty)",
+            );
+            assert_eq!(len, 16, "an empty message is its tag");
+        }
+    }
+    assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
+}
+
+/// Ed448 is not offered (no maintained, released Ed448 crate fits the
+/// provider yet): `C_GetMechanismInfo` says `CKM_EDDSA` and the Edwards
+/// key-pair generation take 255-bit keys only, and a key pair on Ed448
+/// (OID 1.3.101.113 or the name "edwards448") is `CKR_CURVE_NOT_SUPPORTED`.
+#[test]
+fn eddsa_is_ed25519_only_and_says_so() {
+    let _g = serial();
+    let daemon = Daemon::start();
+    daemon.export_socket();
+    let raw = Raw::load();
+    assert_rv(raw.initialize(), CKR_OK, "C_Initialize");
+    let slot = raw.first_slot();
+    for m in [CKM_EDDSA, CKM_EC_EDWARDS_KEY_PAIR_GEN] {
+        let mut info = CK_MECHANISM_INFO::default();
+        assert_rv(
+            p11!(raw, C_GetMechanismInfo, slot, m, &mut info),
+            CKR_OK,
+            "C_GetMechanismInfo",
+        );
+        assert_eq!(
+            (info.ulMinKeySize, info.ulMaxKeySize),
+            (255, 255),
+            "{m:#x}: Ed25519 only"
+        );
+    }
+    raw.init_token(slot);
+    let s = raw.open_rw(slot);
+    raw.login_user(s);
+    let oid_ed448: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x71];
+    let mut name = vec![0x13, 10];
+    name.extend_from_slice(b"edwards448");
+    for params in [oid_ed448, &name[..]] {
+        let mut public = Template::new()
+            .bytes(CKA_EC_PARAMS, params)
+            .bool(CKA_TOKEN, false);
+        let mut private = Template::new().bool(CKA_TOKEN, false).bool(CKA_SIGN, true);
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_EC_EDWARDS_KEY_PAIR_GEN,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
+        let (mut hpub, mut hpriv) = (0, 0);
+        let rv = p11!(
+            raw,
+            C_GenerateKeyPair,
+            s,
+            &mut m,
+            public.as_mut_ptr(),
+            public.len(),
+            private.as_mut_ptr(),
+            private.len(),
+            &mut hpub,
+            &mut hpriv
+        );
+        assert_rv(rv, CKR_CURVE_NOT_SUPPORTED, "C_GenerateKeyPair on Ed448");
+    }
+    assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
+}

@@ -7,6 +7,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, CertificateType, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
+use p11kms_e2e::sys::{CKF_CLOCK_ON_TOKEN, CKF_RESTORE_KEY_NOT_NEEDED, CKR_OK};
 use p11kms_e2e::*;
 
 fn gcm_key(
@@ -372,4 +373,59 @@ fn sensitive_and_unknown_attributes_per_the_spec() {
     );
 
     assert_rv(raw.finalize(), sys::CKR_OK, "C_Finalize");
+}
+
+/// Unix seconds of a proleptic-Gregorian UTC date (days-from-civil).
+fn unix_seconds(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + hh * 3600 + mm * 60 + ss
+}
+
+/// PKCS#11 v3.0 §3.2 `CK_TOKEN_INFO`: a token without operation state to
+/// restore says `CKF_RESTORE_KEY_NOT_NEEDED`; a token that sets
+/// `CKF_CLOCK_ON_TOKEN` reports in `utcTime` its current UTC time as
+/// `YYYYMMDDhhmmss00` — checked well-formed and within a minute of this
+/// host's clock.
+#[test]
+fn token_flags_and_a_current_utc_time() {
+    let _g = serial();
+    let daemon = Daemon::start();
+    daemon.export_socket();
+    let raw = Raw::load();
+    assert_rv(raw.initialize(), CKR_OK, "C_Initialize");
+    let info = raw.token_info(raw.first_slot());
+    assert_ne!(
+        info.flags & CKF_RESTORE_KEY_NOT_NEEDED,
+        0,
+        "CKF_RESTORE_KEY_NOT_NEEDED"
+    );
+    assert_ne!(info.flags & CKF_CLOCK_ON_TOKEN, 0, "CKF_CLOCK_ON_TOKEN");
+    let t = std::str::from_utf8(&info.utcTime).expect("utcTime is ASCII");
+    assert!(
+        t.len() == 16 && t.bytes().all(|b| b.is_ascii_digit()) && t.ends_with("00"),
+        "utcTime {t:?} is not YYYYMMDDhhmmss00"
+    );
+    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().expect("digits");
+    let (y, mo, d, h, mi, s) = (n(0..4), n(4..6), n(6..8), n(8..10), n(10..12), n(12..14));
+    assert!(
+        (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && s < 61,
+        "utcTime {t:?} is not a valid date and time"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let token = unix_seconds(y, mo, d, h, mi, s);
+    assert!(
+        (token - now).abs() <= 60,
+        "utcTime {t:?} is {} s away from the system clock",
+        token - now
+    );
+    assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
 }

@@ -1,18 +1,25 @@
 //! Encryption, decryption, digesting, signing and verification
-//! (PKCS#11 v3.0 §5.8–§5.12).
+//! (PKCS#11 v3.0 §5.8–§5.12). Every call after an init goes through
+//! [`step`], which applies the operation-state rules all families share.
 
 use p11kms_protocol::{vendor, Mechanism, OutCap, Response};
 use pkcs11_sys as ck;
 
+use zeroize::Zeroizing;
+
 use super::session::{context_login_for, require_context_login};
-use super::{check_enabled, usable_key, visible_object, with_session};
+use super::{check_enabled, mechanism_allowed, usable_key, visible_object, with_session};
 use crate::access::App;
 use crate::error::{Error, Result};
 use crate::kms::envelope;
-use crate::session::{exact_output, Call, CryptOp, DigestState, SignState, VerifyState};
+use crate::session::{exact_output, step, Active, Call, CryptOp, DigestState, Step};
 
-fn not_init() -> Error {
-    Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED)
+/// The result of a call that delivered its output.
+fn output(out: Vec<u8>) -> Response {
+    Response::Output {
+        len: out.len() as u64,
+        data: Some(out),
+    }
 }
 
 pub fn encrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Result<Response> {
@@ -27,26 +34,14 @@ pub fn encrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resu
         } else {
             m.encrypt_init(&k, &mech.param)?
         };
-        s.encrypt = Some(CryptOp::new(op));
+        s.encrypt = Some(Active::new(CryptOp::new(op)));
         Ok(Response::Ok)
     })
 }
 
 pub fn encrypt(app: &App, session: u64, call: Call, data: &[u8], out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
-        let op = s.encrypt.as_mut().ok_or_else(not_init)?;
-        match op.step(call, data, out) {
-            Ok(step) => {
-                if step.done {
-                    s.encrypt = None;
-                }
-                Ok(step.response)
-            }
-            Err(e) => {
-                s.encrypt = None;
-                Err(e)
-            }
-        }
+        step(&mut s.encrypt, call, |op| op.step(call, data, out))
     })
 }
 
@@ -63,7 +58,7 @@ pub fn decrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resu
         } else {
             m.decrypt_init(&k, &mech.param)?
         };
-        s.decrypt = Some(CryptOp::new(op));
+        s.decrypt = Some(Active::new(CryptOp::new(op)));
         Ok(Response::Ok)
     })
 }
@@ -71,19 +66,7 @@ pub fn decrypt_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resu
 pub fn decrypt(app: &App, session: u64, call: Call, data: &[u8], out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
         require_context_login(&mut s.decrypt, s.decrypt_login)?;
-        let op = s.decrypt.as_mut().ok_or_else(not_init)?;
-        match op.step(call, data, out) {
-            Ok(step) => {
-                if step.done {
-                    s.decrypt = None;
-                }
-                Ok(step.response)
-            }
-            Err(e) => {
-                s.decrypt = None;
-                Err(e)
-            }
-        }
+        step(&mut s.decrypt, call, |op| op.step(call, data, out))
     })
 }
 
@@ -93,52 +76,46 @@ pub fn digest_init(app: &App, session: u64, mech: &Mechanism) -> Result<Response
             return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
         }
         let op = s.token.registry.get(mech.mech)?.digest_init(&mech.param)?;
-        s.digest = Some(DigestState {
+        s.digest = Some(Active::new(DigestState {
             op,
-            multipart: false,
-        });
+            mech: mech.mech,
+        }));
         Ok(Response::Ok)
     })
 }
 
 pub fn digest(app: &App, session: u64, data: &[u8], out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
-        let st = s.digest.as_mut().ok_or_else(not_init)?;
-        if st.multipart {
-            return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
-        }
-        if let Some(r) = exact_output(st.op.len(), out) {
-            return Ok(r);
-        }
-        st.op.update(data);
-        let d = st.op.finalize();
-        s.digest = None;
-        Ok(Response::Output {
-            len: d.len() as u64,
-            data: Some(d),
+        step(&mut s.digest, Call::Oneshot, |st| {
+            if let Some(r) = exact_output(st.op.len(), out) {
+                return Ok(Step::live(r));
+            }
+            st.op.update(data);
+            Ok(Step::done(output(st.op.finalize())))
         })
     })
 }
 
 pub fn digest_update(app: &App, session: u64, data: &[u8]) -> Result<Response> {
     with_session(app, session, |s| {
-        let st = s.digest.as_mut().ok_or_else(not_init)?;
-        st.multipart = true;
-        st.op.update(data);
-        Ok(Response::Ok)
+        step(&mut s.digest, Call::Update, |st| {
+            st.op.update(data);
+            Ok(Step::live(Response::Ok))
+        })
     })
 }
 
 /// `C_DigestKey`: only keys whose value could be read anyway, so a digest
-/// never becomes an oracle on a sensitive key (`CKR_KEY_INDIGESTIBLE`).
+/// never becomes an oracle on a sensitive key (`CKR_KEY_INDIGESTIBLE`), and
+/// only with a digest mechanism the key's `CKA_ALLOWED_MECHANISMS` lists.
+/// It is an update of the digest: its errors end the operation.
 pub fn digest_key(app: &App, session: u64, key: u64) -> Result<Response> {
     with_session(app, session, |s| {
-        if s.digest.is_none() {
-            return Err(not_init());
-        }
-        let o = visible_object(app, s, key).map_err(|_| Error::rv(ck::CKR_KEY_HANDLE_INVALID))?;
-        check_enabled(s, &o)?;
-        let value = {
+        let mech = s.digest.as_ref().map(|st| st.op.mech);
+        let value = mech.map(|mech| {
+            let o =
+                visible_object(app, s, key).map_err(|_| Error::rv(ck::CKR_KEY_HANDLE_INVALID))?;
+            check_enabled(s, &o)?;
             let a = o.attrs();
             if o.class != ck::CKO_SECRET_KEY
                 || a.bool(ck::CKA_SENSITIVE)
@@ -146,26 +123,31 @@ pub fn digest_key(app: &App, session: u64, key: u64) -> Result<Response> {
             {
                 return Err(Error::rv(ck::CKR_KEY_INDIGESTIBLE));
             }
-            a.get(ck::CKA_VALUE).unwrap_or_default().to_vec()
-        };
-        let st = s.digest.as_mut().ok_or_else(not_init)?;
-        st.multipart = true;
-        st.op.update(&value);
-        Ok(Response::Ok)
+            if !mechanism_allowed(&a, mech) {
+                return Err(Error::new(
+                    ck::CKR_KEY_INDIGESTIBLE,
+                    "digest mechanism not in the key's CKA_ALLOWED_MECHANISMS",
+                ));
+            }
+            Ok(Zeroizing::new(
+                a.get(ck::CKA_VALUE).unwrap_or_default().to_vec(),
+            ))
+        });
+        step(&mut s.digest, Call::Update, |st| {
+            let value = value.ok_or_else(|| Error::rv(ck::CKR_OPERATION_NOT_INITIALIZED))??;
+            st.op.update(&value);
+            Ok(Step::live(Response::Ok))
+        })
     })
 }
 
 pub fn digest_final(app: &App, session: u64, out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
-        let st = s.digest.as_mut().ok_or_else(not_init)?;
-        if let Some(r) = exact_output(st.op.len(), out) {
-            return Ok(r);
-        }
-        let d = st.op.finalize();
-        s.digest = None;
-        Ok(Response::Output {
-            len: d.len() as u64,
-            data: Some(d),
+        step(&mut s.digest, Call::Final, |st| {
+            if let Some(r) = exact_output(st.op.len(), out) {
+                return Ok(Step::live(r));
+            }
+            Ok(Step::done(output(st.op.finalize())))
         })
     })
 }
@@ -178,10 +160,7 @@ pub fn sign_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Result<
         let m = s.token.registry.get(mech.mech)?.clone();
         let (o, k) = usable_key(app, s, key, ck::CKA_SIGN, mech.mech)?;
         s.sign_login = context_login_for(&o);
-        s.sign = Some(SignState {
-            op: m.sign_init(&k, &mech.param)?,
-            multipart: false,
-        });
+        s.sign = Some(Active::new(m.sign_init(&k, &mech.param)?));
         Ok(Response::Ok)
     })
 }
@@ -189,56 +168,47 @@ pub fn sign_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Result<
 pub fn sign(app: &App, session: u64, data: &[u8], out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
         require_context_login(&mut s.sign, s.sign_login)?;
-        let st = s.sign.as_mut().ok_or_else(not_init)?;
-        if st.multipart {
-            return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
-        }
-        if let Some(r) = exact_output(st.op.sig_len(), out) {
-            return Ok(r);
-        }
-        let r = st.op.oneshot(data);
-        s.sign = None;
-        let sig = r?;
-        Ok(Response::Output {
-            len: sig.len() as u64,
-            data: Some(sig),
+        step(&mut s.sign, Call::Oneshot, |op| {
+            if let Some(r) = exact_output(op.sig_len(), out) {
+                return Ok(Step::live(r));
+            }
+            Ok(Step::done(output(op.oneshot(data)?)))
         })
     })
+}
+
+/// Refuse `C_SignUpdate` / `C_VerifyUpdate` for a single-part-only
+/// mechanism (raw ECDSA, EdDSA, ...).
+fn multipart_supported(yes: bool) -> Result<()> {
+    if yes {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ck::CKR_FUNCTION_NOT_SUPPORTED,
+            "mechanism is single-part only",
+        ))
+    }
 }
 
 pub fn sign_update(app: &App, session: u64, data: &[u8]) -> Result<Response> {
     with_session(app, session, |s| {
         require_context_login(&mut s.sign, s.sign_login)?;
-        let st = s.sign.as_mut().ok_or_else(not_init)?;
-        if !st.op.multipart() {
-            s.sign = None;
-            return Err(Error::new(
-                ck::CKR_FUNCTION_NOT_SUPPORTED,
-                "mechanism is single-part only",
-            ));
-        }
-        st.multipart = true;
-        if let Err(e) = st.op.update(data) {
-            s.sign = None;
-            return Err(e);
-        }
-        Ok(Response::Ok)
+        step(&mut s.sign, Call::Update, |op| {
+            multipart_supported(op.multipart())?;
+            op.update(data)?;
+            Ok(Step::live(Response::Ok))
+        })
     })
 }
 
 pub fn sign_final(app: &App, session: u64, out: OutCap) -> Result<Response> {
     with_session(app, session, |s| {
         require_context_login(&mut s.sign, s.sign_login)?;
-        let st = s.sign.as_mut().ok_or_else(not_init)?;
-        if let Some(r) = exact_output(st.op.sig_len(), out) {
-            return Ok(r);
-        }
-        let r = st.op.finalize();
-        s.sign = None;
-        let sig = r?;
-        Ok(Response::Output {
-            len: sig.len() as u64,
-            data: Some(sig),
+        step(&mut s.sign, Call::Final, |op| {
+            if let Some(r) = exact_output(op.sig_len(), out) {
+                return Ok(Step::live(r));
+            }
+            Ok(Step::done(output(op.finalize()?)))
         })
     })
 }
@@ -250,49 +220,35 @@ pub fn verify_init(app: &App, session: u64, mech: &Mechanism, key: u64) -> Resul
         }
         let m = s.token.registry.get(mech.mech)?.clone();
         let (_, k) = usable_key(app, s, key, ck::CKA_VERIFY, mech.mech)?;
-        s.verify = Some(VerifyState {
-            op: m.verify_init(&k, &mech.param)?,
-            multipart: false,
-        });
+        s.verify = Some(Active::new(m.verify_init(&k, &mech.param)?));
         Ok(Response::Ok)
     })
 }
 
 pub fn verify(app: &App, session: u64, data: &[u8], signature: &[u8]) -> Result<Response> {
     with_session(app, session, |s| {
-        let mut st = s.verify.take().ok_or_else(not_init)?;
-        if st.multipart {
-            s.verify = Some(st);
-            return Err(Error::rv(ck::CKR_OPERATION_ACTIVE));
-        }
-        st.op.oneshot(data, signature)?;
-        Ok(Response::Ok)
+        step(&mut s.verify, Call::Oneshot, |op| {
+            op.oneshot(data, signature)?;
+            Ok(Step::done(Response::Ok))
+        })
     })
 }
 
 pub fn verify_update(app: &App, session: u64, data: &[u8]) -> Result<Response> {
     with_session(app, session, |s| {
-        let st = s.verify.as_mut().ok_or_else(not_init)?;
-        if !st.op.multipart() {
-            s.verify = None;
-            return Err(Error::new(
-                ck::CKR_FUNCTION_NOT_SUPPORTED,
-                "mechanism is single-part only",
-            ));
-        }
-        st.multipart = true;
-        if let Err(e) = st.op.update(data) {
-            s.verify = None;
-            return Err(e);
-        }
-        Ok(Response::Ok)
+        step(&mut s.verify, Call::Update, |op| {
+            multipart_supported(op.multipart())?;
+            op.update(data)?;
+            Ok(Step::live(Response::Ok))
+        })
     })
 }
 
 pub fn verify_final(app: &App, session: u64, signature: &[u8]) -> Result<Response> {
     with_session(app, session, |s| {
-        let mut st = s.verify.take().ok_or_else(not_init)?;
-        st.op.finalize(signature)?;
-        Ok(Response::Ok)
+        step(&mut s.verify, Call::Final, |op| {
+            op.finalize(signature)?;
+            Ok(Step::done(Response::Ok))
+        })
     })
 }

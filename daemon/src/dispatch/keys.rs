@@ -1,6 +1,9 @@
 //! Key management and random numbers (PKCS#11 v3.0 §5.14, §5.15).
 
-use p11kms_protocol::{Attribute, Mechanism, OutCap, Response, MAX_DATA};
+use p11kms_protocol::{
+    Attribute, Mechanism, OutCap, Response, Template, CKA_DERIVE_TEMPLATE, CKA_UNWRAP_TEMPLATE,
+    CKA_WRAP_TEMPLATE, MAX_DATA,
+};
 use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
@@ -9,7 +12,7 @@ use super::{actor, check_enabled, usable_key, visible_object, with_session};
 use crate::access::App;
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
-use crate::token::object::{self, Origin, INTERNAL_DER};
+use crate::token::object::{self, Object, Origin, INTERNAL_DER};
 
 pub fn generate_key(
     d: &Daemon,
@@ -115,6 +118,7 @@ pub fn wrap(
             return Err(Error::rv(ck::CKR_KEY_NOT_WRAPPABLE));
         }
         check_enabled(s, &o)?;
+        check_wrap_template(&wo, &o)?;
         let value = {
             let a = o.attrs();
             if !a.bool(ck::CKA_EXTRACTABLE) {
@@ -298,11 +302,12 @@ pub fn unwrap(
                     e
                 }
             })?;
+        let template = with_key_template(template, &uo, CKA_UNWRAP_TEMPLATE)?;
         let (only_sensitive, encrypts) = {
             let a = uo.attrs();
             (object::unwraps_only_sensitive(&a), a.bool(ck::CKA_ENCRYPT))
         };
-        let sensitive = template_sensitive(template);
+        let sensitive = template_sensitive(&template);
         if only_sensitive && !object::authenticated_wrap(mech.mech) {
             return Err(Error::new(
                 ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
@@ -329,7 +334,7 @@ pub fn unwrap(
             Recovered::Unwrapped
         };
         Ok(Response::Handle(secret_from_material(
-            d, app, s, template, value, how,
+            d, app, s, &template, value, how,
         )?))
     })
 }
@@ -344,17 +349,88 @@ pub fn derive(
 ) -> Result<Response> {
     with_session(app, session, |s| {
         let m = s.token.registry.get(mech.mech)?.clone();
-        let (_, bk) = usable_key(app, s, base, ck::CKA_DERIVE, mech.mech)?;
-        let value = m.derive(&mech.param, &bk, object::template_value_len(template)?)?;
+        let (bo, bk) = usable_key(app, s, base, ck::CKA_DERIVE, mech.mech)?;
+        let template = with_key_template(template, &bo, CKA_DERIVE_TEMPLATE)?;
+        let value = m.derive(&mech.param, &bk, object::template_value_len(&template)?)?;
         Ok(Response::Handle(secret_from_material(
             d,
             app,
             s,
-            template,
+            &template,
             value,
             Recovered::Derived,
         )?))
     })
+}
+
+// --- CKA_WRAP_TEMPLATE / CKA_UNWRAP_TEMPLATE / CKA_DERIVE_TEMPLATE
+// (PKCS#11 v3.0 §4.7, §4.8, §4.9, §4.10). Kept apart from the key policy
+// above: these only read a key's stored template.
+
+/// The nested template a key holds under `ty`, if any (absent and empty are
+/// the same: no constraint).
+fn key_template(key: &Object, ty: u64) -> Result<Vec<Attribute>> {
+    match key.attrs().get(ty) {
+        None | Some([]) => Ok(Vec::new()),
+        Some(v) => Template::decode(v)
+            .map(|t| t.0)
+            .ok_or_else(|| Error::general(format!("stored attribute 0x{ty:x} is not a template"))),
+    }
+}
+
+/// Equal attribute values, CK_BBOOLs by truth.
+fn same_value(a: &[u8], b: &[u8]) -> bool {
+    match (a, b) {
+        ([x], [y]) => (*x != 0) == (*y != 0),
+        _ => a == b,
+    }
+}
+
+/// "Keys that do not match [the wrapping key's `CKA_WRAP_TEMPLATE`] cannot
+/// be wrapped": every attribute of the template must be present on `key`
+/// with the same value, else `CKR_KEY_NOT_WRAPPABLE`.
+fn check_wrap_template(wrapping: &Object, key: &Object) -> Result<()> {
+    let wanted = key_template(wrapping, CKA_WRAP_TEMPLATE)?;
+    let a = key.attrs();
+    for w in &wanted {
+        let ok = !object::is_internal(w.ty)
+            && a.get(w.ty)
+                .is_some_and(|have| same_value(have, w.value.as_deref().unwrap_or_default()));
+        if !ok {
+            return Err(Error::new(
+                ck::CKR_KEY_NOT_WRAPPABLE,
+                format!(
+                    "key does not match the wrapping key's CKA_WRAP_TEMPLATE (0x{:x})",
+                    w.ty
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The caller's template with the unwrapping (or base) key's
+/// `CKA_UNWRAP_TEMPLATE` (`CKA_DERIVE_TEMPLATE`) applied: its attributes
+/// are added, and one the caller gives with another value is
+/// `CKR_TEMPLATE_INCONSISTENT`.
+fn with_key_template(template: &[Attribute], key: &Object, ty: u64) -> Result<Vec<Attribute>> {
+    let imposed = key_template(key, ty)?;
+    for i in &imposed {
+        let want = i.value.as_deref().unwrap_or_default();
+        if let Some(c) = template
+            .iter()
+            .find(|c| c.ty == i.ty && !same_value(c.value.as_deref().unwrap_or_default(), want))
+        {
+            return Err(Error::new(
+                ck::CKR_TEMPLATE_INCONSISTENT,
+                format!(
+                    "attribute 0x{:x} conflicts with the key's template 0x{ty:x}",
+                    c.ty
+                ),
+            ));
+        }
+    }
+    Ok(template.iter().cloned().chain(imposed).collect())
 }
 
 pub fn random(app: &App, session: u64, len: u64) -> Result<Response> {

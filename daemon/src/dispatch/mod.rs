@@ -18,7 +18,7 @@ use crate::daemon::{Daemon, SESSION_OBJECT_BASE};
 use crate::error::{rv_name, Error, Result};
 use crate::mech::Key;
 use crate::session::Session;
-use crate::token::object::{enabled, Actor, Object};
+use crate::token::object::{enabled, Actor, Attrs, Object};
 use crate::token::User;
 
 pub use session::close_session;
@@ -245,17 +245,11 @@ pub(crate) fn usable_key(
                 format!("key lacks usage attribute 0x{usage:x}"),
             ));
         }
-        if let Some(allowed) = a.get(ck::CKA_ALLOWED_MECHANISMS) {
-            if !allowed.is_empty()
-                && !allowed
-                    .chunks_exact(8)
-                    .any(|c| c.try_into().map(u64::from_le_bytes).ok() == Some(mech))
-            {
-                return Err(Error::new(
-                    ck::CKR_MECHANISM_INVALID,
-                    "mechanism not in CKA_ALLOWED_MECHANISMS",
-                ));
-            }
+        if !mechanism_allowed(&a, mech) {
+            return Err(Error::new(
+                ck::CKR_MECHANISM_INVALID,
+                "mechanism not in CKA_ALLOWED_MECHANISMS",
+            ));
         }
     }
     let k = o.key()?;
@@ -292,6 +286,17 @@ pub(crate) fn check_enabled(s: &Session, o: &Object) -> Result<()> {
             ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
             "key is not enabled",
         ))
+    }
+}
+
+/// Whether a key's `CKA_ALLOWED_MECHANISMS` admits `mech`: an absent or
+/// empty list admits every mechanism (PKCS#11 v3.0 §4.7).
+pub(crate) fn mechanism_allowed(a: &Attrs, mech: u64) -> bool {
+    match a.get(ck::CKA_ALLOWED_MECHANISMS) {
+        None | Some([]) => true,
+        Some(list) => list
+            .chunks_exact(8)
+            .any(|c| c.try_into().map(u64::from_le_bytes).ok() == Some(mech)),
     }
 }
 

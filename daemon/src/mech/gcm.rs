@@ -2,15 +2,17 @@
 //! with `CK_GCM_PARAMS` in either layout.
 //!
 //! Parameters:
-//! - IV: 12 bytes (96 bits, the length SP 800-38D §8.2 recommends and every
-//!   common client uses), and also 8 and 16 bytes. The aes-gcm crate fixes
-//!   the nonce length at compile time, so each supported length is one
-//!   instantiation; other lengths (PKCS#11 allows 1..=256) are rejected with
-//!   `CKR_MECHANISM_PARAM_INVALID`.
-//! - `ulIvBits` (3.0 layout only): 0 or `8 * ulIvLen`. PKCS#11 3.0 says the
-//!   IV length comes from `ulIvLen` and `ulIvBits` is informational; clients
-//!   send either 0 or the matching bit length, anything else is a
-//!   contradiction and rejected.
+//! - IV: any length from 1 to 256 bytes (`ulIvLen`; PKCS#11 allows up to
+//!   2^32 − 1, 256 is this token's bound). 12 bytes (96 bits, what SP 800-38D
+//!   §8.2 recommends and nearly every client sends) runs on the `aes-gcm`
+//!   crate with `J0 = IV || 0^31 || 1`; every other length on [`GcmAnyIv`],
+//!   the same composition of the RustCrypto `ctr` and `ghash` crates with the
+//!   IV length chosen at run time, where `J0 = GHASH(IV || 0^(s+64) ||
+//!   [len(IV)]_64)` (SP 800-38D §7.1 step 2). Checked against NIST CAVP
+//!   vectors with 8- and 1024-bit IVs (`testdata/aes_gcm_cavp_ext_iv.txt`).
+//! - `ulIvBits` (3.0 layout only): advisory. PKCS#11 3.0 says the IV length
+//!   comes from `ulIvLen`, and clients fill `ulIvBits` inconsistently (0,
+//!   the matching bit count, or something else), so it is ignored.
 //! - `ulTagBits`: 32, 64, 96, 104, 112, 120 or 128 (SP 800-38D §5.2.1.2).
 //!
 //! Encryption outputs ciphertext || tag. Multi-part encryption buffers and
@@ -21,10 +23,14 @@ use std::sync::Arc;
 
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{AesGcm, Nonce, Tag};
-use cipher::array::ArraySize;
+use cipher::array::{Array, ArraySize};
 use cipher::consts::{U12, U13, U14, U15, U16, U4, U8};
+use cipher::{InnerIvInit, StreamCipherCore};
+use ghash::universal_hash::UniversalHash;
+use ghash::GHash;
 use p11kms_protocol::{MechParam, MechanismInfo};
 use pkcs11_sys as ck;
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::aes::{info, AesBlock, Block16};
@@ -107,7 +113,8 @@ fn gcm_for(key: &Key, iv_len: usize, tag_len: usize) -> Result<Arc<dyn Gcm>> {
 }
 
 /// The per-key cached GCM state over the block cipher `aes` (the key's
-/// expanded schedule) for an IV length and tag length.
+/// expanded schedule) for an IV length and tag length. A 96-bit IV takes
+/// the `aes-gcm` crate; any other length [`GcmAnyIv`].
 pub fn gcm_over<C: Block16>(
     key: &Key,
     aes: C,
@@ -123,27 +130,145 @@ pub fn gcm_over<C: Block16>(
     {
         Ok(key.cached(|_| Ok(AesGcm::<C, N, T>::from(aes)))?)
     }
-    macro_rules! by_tag {
-        ($n:ty) => {
-            match tag_len {
-                4 => get::<C, $n, U4>(key, aes),
-                8 => get::<C, $n, U8>(key, aes),
-                12 => get::<C, $n, U12>(key, aes),
-                13 => get::<C, $n, U13>(key, aes),
-                14 => get::<C, $n, U14>(key, aes),
-                15 => get::<C, $n, U15>(key, aes),
-                16 => get::<C, $n, U16>(key, aes),
-                _ => Err(Error::param_invalid(format!("GCM tag of {tag_len} bytes"))),
-            }
-        };
+    if !TAG_BYTES.contains(&tag_len) {
+        return Err(Error::param_invalid(format!("GCM tag of {tag_len} bytes")));
     }
-    match iv_len {
-        12 => by_tag!(U12),
-        8 => by_tag!(U8),
-        16 => by_tag!(U16),
-        _ => Err(Error::param_invalid(format!(
-            "GCM IV of {iv_len} bytes not supported (8, 12 or 16)"
-        ))),
+    if !IV_BYTES.contains(&iv_len) {
+        return Err(Error::param_invalid(format!(
+            "GCM IV of {iv_len} bytes (1 to 256)"
+        )));
+    }
+    if iv_len != 12 {
+        let gcm = key.cached(|_| Ok(GcmAnyIv::new(aes)))?;
+        return Ok(Arc::new(AnyIvTag { gcm, tag_len }));
+    }
+    match tag_len {
+        4 => get::<C, U12, U4>(key, aes),
+        8 => get::<C, U12, U8>(key, aes),
+        12 => get::<C, U12, U12>(key, aes),
+        13 => get::<C, U12, U13>(key, aes),
+        14 => get::<C, U12, U14>(key, aes),
+        15 => get::<C, U12, U15>(key, aes),
+        _ => get::<C, U12, U16>(key, aes),
+    }
+}
+
+/// GCM tag lengths in bytes (SP 800-38D §5.2.1.2, with the 32- and 64-bit
+/// tags its Appendix C allows).
+const TAG_BYTES: [usize; 7] = [4, 8, 12, 13, 14, 15, 16];
+
+/// IV lengths in bytes this token takes (`ulIvLen`).
+const IV_BYTES: std::ops::RangeInclusive<usize> = 1..=256;
+
+/// Largest plaintext of one GCM invocation, 2^39 − 256 bits (SP 800-38D
+/// §5.2.1.1).
+const P_MAX: u64 = (1 << 36) - 32;
+
+/// GCM (SP 800-38D §7) over a 128-bit block cipher with the IV length
+/// chosen at run time: the RustCrypto `ctr` (GCTR, 32-bit big-endian
+/// counter) and `ghash` crates composed as the `aes-gcm` crate composes
+/// them, with `J0` derived from an IV of any length. One per key, shared by
+/// every operation whatever its IV and tag lengths.
+pub struct GcmAnyIv<C> {
+    cipher: C,
+    ghash: GHash,
+}
+
+type Block = Array<u8, U16>;
+
+impl<C: Block16> GcmAnyIv<C> {
+    fn new(cipher: C) -> Self {
+        let mut h = Block::default();
+        cipher.encrypt_block(&mut h);
+        let ghash = GHash::new(&h);
+        zeroize::Zeroize::zeroize(h.as_mut_slice());
+        GcmAnyIv { cipher, ghash }
+    }
+
+    /// The pre-counter block (SP 800-38D §7.1 step 2).
+    fn j0(&self, iv: &[u8]) -> Block {
+        let mut block = Block::default();
+        if iv.len() == 12 {
+            block[..12].copy_from_slice(iv);
+            block[15] = 1;
+            return block;
+        }
+        let mut g = self.ghash.clone();
+        g.update_padded(iv);
+        block[8..].copy_from_slice(&((iv.len() as u64) * 8).to_be_bytes());
+        g.update(&[block]);
+        g.finalize()
+    }
+
+    /// GCTR positioned at `inc32(J0)` and the tag mask `E(K, J0)`.
+    fn ctr(&self, iv: &[u8]) -> (ctr::CtrCore<&C, ctr::flavors::Ctr32BE>, Block) {
+        let j0 = self.j0(iv);
+        let mut ctr = ctr::CtrCore::<&C, ctr::flavors::Ctr32BE>::inner_iv_init(&self.cipher, &j0);
+        let mut mask = Block::default();
+        ctr.write_keystream_block(&mut mask);
+        (ctr, mask)
+    }
+
+    /// The full 128-bit tag over `aad` and `ct` (SP 800-38D §7.1 steps 5–6).
+    fn tag(&self, mask: &Block, aad: &[u8], ct: &[u8]) -> Block {
+        let mut g = self.ghash.clone();
+        g.update_padded(aad);
+        g.update_padded(ct);
+        let mut lens = Block::default();
+        lens[..8].copy_from_slice(&((aad.len() as u64) * 8).to_be_bytes());
+        lens[8..].copy_from_slice(&((ct.len() as u64) * 8).to_be_bytes());
+        g.update(&[lens]);
+        let mut tag = g.finalize();
+        for (t, m) in tag.iter_mut().zip(mask.iter()) {
+            *t ^= m;
+        }
+        tag
+    }
+
+    fn check_len(data: usize) -> Result<()> {
+        if data as u64 > P_MAX {
+            return Err(Error::new(
+                ck::CKR_DATA_LEN_RANGE,
+                "GCM input over the SP 800-38D limits",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A [`GcmAnyIv`] with the operation's tag length.
+struct AnyIvTag<C> {
+    gcm: Arc<GcmAnyIv<C>>,
+    tag_len: usize,
+}
+
+impl<C: Block16> Gcm for AnyIvTag<C> {
+    fn seal(&self, iv: &[u8], aad: &[u8], data: &mut Vec<u8>) -> Result<()> {
+        GcmAnyIv::<C>::check_len(data.len())?;
+        let (ctr, mask) = self.gcm.ctr(iv);
+        ctr.apply_keystream_partial(data.as_mut_slice().into());
+        let tag = self.gcm.tag(&mask, aad, data);
+        data.extend_from_slice(&tag[..self.tag_len]);
+        Ok(())
+    }
+
+    fn open(&self, iv: &[u8], aad: &[u8], data: &mut Vec<u8>) -> Result<()> {
+        let split = data
+            .len()
+            .checked_sub(self.tag_len)
+            .ok_or_else(|| Error::rv(ck::CKR_ENCRYPTED_DATA_LEN_RANGE))?;
+        GcmAnyIv::<C>::check_len(split)?;
+        let (ctr, mask) = self.gcm.ctr(iv);
+        let want = self.gcm.tag(&mask, aad, &data[..split]);
+        if !bool::from(want[..self.tag_len].ct_eq(&data[split..])) {
+            return Err(Error::new(
+                ck::CKR_ENCRYPTED_DATA_INVALID,
+                "GCM tag mismatch",
+            ));
+        }
+        data.truncate(split);
+        ctr.apply_keystream_partial(data.as_mut_slice().into());
+        Ok(())
     }
 }
 
@@ -174,21 +299,14 @@ impl GcmOp {
     ) -> Result<Self> {
         let MechParam::Gcm {
             iv,
-            iv_bits,
+            // Advisory (PKCS#11 3.0 §2.10.15): ulIvLen decides.
+            iv_bits: _,
             aad,
             tag_bits,
         } = param
         else {
             return Err(Error::param_invalid("AES-GCM needs CK_GCM_PARAMS"));
         };
-        if let Some(bits) = iv_bits {
-            if *bits != 0 && Some(*bits) != (iv.len() as u64).checked_mul(8) {
-                return Err(Error::param_invalid(format!(
-                    "ulIvBits {bits} contradicts ulIvLen {}",
-                    iv.len()
-                )));
-            }
-        }
         let tag_len = match tag_bits {
             32 | 64 | 96 | 104 | 112 | 120 | 128 => (*tag_bits / 8) as usize,
             _ => return Err(Error::param_invalid(format!("GCM tag of {tag_bits} bits"))),

@@ -3,7 +3,9 @@
 //! its value kind and its rules. The object layer checks templates against
 //! these tables instead of scattered `if`s.
 
-use p11kms_protocol::vendor;
+use p11kms_protocol::{
+    vendor, Template as Nested, CKA_DERIVE_TEMPLATE, CKA_UNWRAP_TEMPLATE, CKA_WRAP_TEMPLATE,
+};
 use pkcs11_sys as ck;
 
 /// How an attribute's value is encoded.
@@ -19,6 +21,10 @@ pub enum Kind {
     Date,
     /// Array of `CK_MECHANISM_TYPE` (multiple of 8 bytes).
     UlongArray,
+    /// A nested template (`CKA_WRAP_TEMPLATE` and friends): a
+    /// [`p11kms_protocol::Template`] whose attributes are known here, each
+    /// encoded as its own kind, none a template itself.
+    Template,
 }
 
 /// Rule flags.
@@ -46,6 +52,9 @@ pub mod f {
     /// Not allowed in `C_CreateObject` templates (`CKA_VALUE_LEN` of secret
     /// keys): `CKR_TEMPLATE_INCONSISTENT`.
     pub const NOT_ON_CREATE: u16 = 1 << 7;
+    /// An array that may only lose elements after creation
+    /// (`CKA_ALLOWED_MECHANISMS`: a key's uses only ever narrow).
+    pub const ONLY_NARROWS: u16 = 1 << 8;
 }
 
 /// One row of an attribute table.
@@ -115,7 +124,8 @@ pub const KEY: &[Rule] = &[
     r(ck::CKA_DERIVE, Bool, f::ONLY_TO_FALSE),
     r(ck::CKA_LOCAL, Bool, f::TOKEN_ONLY),
     r(ck::CKA_KEY_GEN_MECHANISM, Ulong, f::TOKEN_ONLY),
-    r(ck::CKA_ALLOWED_MECHANISMS, UlongArray, 0),
+    r(ck::CKA_ALLOWED_MECHANISMS, UlongArray, f::ONLY_NARROWS),
+    r(CKA_DERIVE_TEMPLATE, Template, f::FIXED),
     r(vendor::CKA_P11KMS_ORIGIN, Ulong, f::TOKEN_ONLY),
     r(vendor::CKA_P11KMS_KEY_STATE, Ulong, f::TOKEN_ONLY),
     r(vendor::CKA_P11KMS_KEY_VERSION, Ulong, f::TOKEN_ONLY),
@@ -137,6 +147,8 @@ pub const SECRET_KEY: &[Rule] = &[
     r(ck::CKA_ALWAYS_SENSITIVE, Bool, f::TOKEN_ONLY),
     r(ck::CKA_NEVER_EXTRACTABLE, Bool, f::TOKEN_ONLY),
     r(ck::CKA_CHECK_VALUE, Bytes, f::TOKEN_ONLY),
+    r(CKA_WRAP_TEMPLATE, Template, f::FIXED),
+    r(CKA_UNWRAP_TEMPLATE, Template, f::FIXED),
     r(ck::CKA_WRAP_WITH_TRUSTED, Bool, f::ONLY_TO_TRUE),
     r(ck::CKA_TRUSTED, Bool, f::SO_ONLY_TRUE | f::ONLY_TO_TRUE),
     r(ck::CKA_VALUE, Bytes, f::REQUIRED | f::SECRET | f::FIXED),
@@ -152,6 +164,7 @@ pub const PUBLIC_KEY: &[Rule] = &[
     r(ck::CKA_WRAP, Bool, f::ONLY_TO_FALSE),
     r(ck::CKA_TRUSTED, Bool, f::SO_ONLY_TRUE | f::ONLY_TO_TRUE),
     r(ck::CKA_PUBLIC_KEY_INFO, Bytes, f::FIXED),
+    r(CKA_WRAP_TEMPLATE, Template, f::FIXED),
 ];
 
 /// Private keys (§4.9).
@@ -168,6 +181,7 @@ pub const PRIVATE_KEY: &[Rule] = &[
     r(ck::CKA_WRAP_WITH_TRUSTED, Bool, f::ONLY_TO_TRUE),
     r(ck::CKA_ALWAYS_AUTHENTICATE, Bool, f::FIXED),
     r(ck::CKA_PUBLIC_KEY_INFO, Bytes, f::FIXED),
+    r(CKA_UNWRAP_TEMPLATE, Template, f::FIXED),
 ];
 
 /// RSA key components (§6.1.2, §6.1.3).
@@ -270,5 +284,52 @@ pub fn valid_encoding(kind: Kind, v: &[u8]) -> bool {
         Bytes => true,
         Date => v.is_empty() || (v.len() == 8 && v.iter().all(u8::is_ascii_digit)),
         UlongArray => v.len().is_multiple_of(8),
+        Template => v.is_empty() || canonical_template(v).is_some(),
     }
+}
+
+/// Every table, for the kind of an attribute inside a nested template
+/// (which may describe an object of any class).
+const ALL: &[&[Rule]] = &[
+    COMMON,
+    DATA,
+    CERTIFICATE,
+    X509,
+    KEY,
+    SECRET_KEY,
+    PUBLIC_KEY,
+    PRIVATE_KEY,
+    RSA_PUBLIC,
+    RSA_PRIVATE,
+    EC_PUBLIC,
+    EC_PRIVATE,
+];
+
+/// The stored form of a nested template, or `None` if `v` is not a valid
+/// one: each attribute known to p11kms and encoded as its kind (a NULL
+/// value is an empty one), booleans as 0/1, sorted by type with the last
+/// of a repeated type kept (as for an outer template).
+pub fn canonical_template(v: &[u8]) -> Option<Vec<u8>> {
+    if v.is_empty() {
+        return Some(Nested::default().encode());
+    }
+    let Nested(mut attrs) = Nested::decode(v)?;
+    for a in &mut attrs {
+        let kind = ALL
+            .iter()
+            .find_map(|t| t.iter().find(|r| r.ty == a.ty))?
+            .kind;
+        let value = a.value.take().unwrap_or_default();
+        if kind == Template || !valid_encoding(kind, &value) {
+            return None;
+        }
+        a.value = Some(match kind {
+            Bool => vec![u8::from(value[0] != 0)],
+            _ => value,
+        });
+    }
+    attrs.reverse();
+    attrs.sort_by_key(|a| a.ty); // stable: the last given comes first
+    attrs.dedup_by_key(|a| a.ty);
+    Some(Nested(attrs).encode())
 }

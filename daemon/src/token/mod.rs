@@ -331,7 +331,10 @@ impl Token {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        flags |= ck::CKF_CLOCK_ON_TOKEN;
+        // The token keeps no operation state a caller could save and
+        // restore (C_GetOperationState is not supported), so no key is ever
+        // needed to restore one; its clock is the host's, in UTC.
+        flags |= ck::CKF_CLOCK_ON_TOKEN | ck::CKF_RESTORE_KEY_NOT_NEEDED;
         TokenInfo {
             label: if s.initialized {
                 s.label.clone()

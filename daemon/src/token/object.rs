@@ -214,8 +214,21 @@ pub enum Actor {
 fn normalize(rule: &Rule, v: &[u8]) -> Vec<u8> {
     match rule.kind {
         Kind::Bool => vec![u8::from(v.first().is_some_and(|b| *b != 0))],
+        // Checked by `valid_encoding` first; the fallback is never taken.
+        Kind::Template => attrs::canonical_template(v).unwrap_or_else(|| v.to_vec()),
         _ => v.to_vec(),
     }
+}
+
+/// Whether the `CK_ULONG` array `new` only drops elements of `cur` (an
+/// absent or empty `CKA_ALLOWED_MECHANISMS` allows every mechanism, so any
+/// non-empty list narrows it).
+fn narrows(cur: Option<&[u8]>, new: &[u8]) -> bool {
+    let cur = cur.unwrap_or_default();
+    if cur.is_empty() {
+        return true;
+    }
+    !new.is_empty() && new.chunks(8).all(|m| cur.chunks(8).any(|c| c == m))
 }
 
 fn read_ulong(t: &[Attribute], ty: u64) -> Result<Option<u64>> {
@@ -779,9 +792,15 @@ impl Object {
         {
             return AttrResult::Sensitive;
         }
-        match a.get(ty) {
-            Some(v) => AttrResult::Value(v.to_vec()),
-            None => AttrResult::Invalid,
+        match (a.get(ty), rule.kind) {
+            (Some(v), _) => AttrResult::Value(v.to_vec()),
+            // Arrays a key was made without read as empty (every
+            // mechanism allowed, no template), as PKCS#11 defines them.
+            (None, Kind::UlongArray) => AttrResult::Value(Vec::new()),
+            (None, Kind::Template) => {
+                AttrResult::Value(p11kms_protocol::Template::default().encode())
+            }
+            (None, _) => AttrResult::Invalid,
         }
     }
 
@@ -861,6 +880,12 @@ impl Object {
                     "only the SO may set this attribute to TRUE",
                 ));
             }
+            if rule.flags & f::ONLY_NARROWS != 0 && !narrows(cur.as_deref(), &v) {
+                return Err(Error::new(
+                    ck::CKR_ATTRIBUTE_READ_ONLY,
+                    format!("attribute 0x{:x} can only lose mechanisms", attr.ty),
+                ));
+            }
             a.set(attr.ty, v);
         }
         if copy {
@@ -935,6 +960,51 @@ pub fn is_internal(ty: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_templates_are_stored_canonical() {
+        use p11kms_protocol::Template;
+        let given = Template(vec![
+            Attribute::new(ck::CKA_LABEL, b"b".to_vec()),
+            Attribute::new(ck::CKA_SENSITIVE, vec![0xff]),
+            Attribute::new(ck::CKA_LABEL, b"last".to_vec()),
+            Attribute {
+                ty: ck::CKA_ID,
+                value: None,
+            },
+        ]);
+        let want = Template(vec![
+            Attribute::new(ck::CKA_LABEL, b"last".to_vec()),
+            Attribute::new(ck::CKA_ID, Vec::new()),
+            Attribute::bool(ck::CKA_SENSITIVE, true),
+        ]);
+        assert_eq!(
+            attrs::canonical_template(&given.encode()),
+            Some(want.encode())
+        );
+        assert_eq!(
+            attrs::canonical_template(&[]),
+            Some(Template::default().encode())
+        );
+        for bad in [
+            Template(vec![Attribute::new(0x8123_4567, vec![1])]), // unknown type
+            Template(vec![Attribute::new(ck::CKA_SENSITIVE, vec![1, 1])]), // not a CK_BBOOL
+        ] {
+            assert_eq!(attrs::canonical_template(&bad.encode()), None, "{bad:?}");
+        }
+        assert_eq!(attrs::canonical_template(b"junk"), None);
+    }
+
+    #[test]
+    fn allowed_mechanisms_only_narrow() {
+        let l = |v: &[u64]| v.iter().flat_map(|m| m.to_le_bytes()).collect::<Vec<u8>>();
+        assert!(narrows(None, &l(&[1])));
+        assert!(narrows(Some(&[]), &l(&[1, 2])));
+        assert!(narrows(Some(&l(&[1, 2])), &l(&[2])));
+        assert!(narrows(Some(&l(&[1, 2])), &l(&[2, 1])));
+        assert!(!narrows(Some(&l(&[1, 2])), &l(&[3])));
+        assert!(!narrows(Some(&l(&[1, 2])), &[]));
+    }
 
     #[test]
     fn attrs_set_get_remove_and_record_format() {

@@ -819,7 +819,10 @@ fn import_tokens_survive_a_restart_and_stay_single_use() {
     assert!(matches!(failed, AdminReply::Failed { .. }), "{failed:?}");
 
     // Restart: a new daemon over the same data directory.
-    let F { _dir: dir, d, .. } = f;
+    // The application's sessions hold the token and so the store (and its
+    // lock): end them too, as the old process's exit would.
+    let F { _dir: dir, d, app, .. } = f;
+    drop(app);
     drop(d);
     let reopen = || {
         let mut cfg = Config::zero(dir.path().to_path_buf(), dir.path().join("sock"));

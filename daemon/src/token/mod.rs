@@ -221,6 +221,8 @@ impl Token {
                     objects.insert(Arc::new(Object::new(id, Attrs::from_bytes(&plain)?)))
                 }
                 RecordKind::Import => imports.push((id, plain)),
+                // Kept by the store itself, never handed out.
+                RecordKind::Manifest => {}
             }
         }
         let state = match state {

@@ -49,7 +49,7 @@ pub fn prepare(dir: &Path, create: bool) -> Result<()> {
     }
     if meta.uid() != euid() {
         return Err(err(format!(
-            "data dir {} is owned by uid {} but p11kmsd runs as uid {}: chown -R it to the daemon's user",
+            "data dir {} is owned by uid {} but this process runs as uid {}: chown -R it to the user p11kmsd runs as",
             dir.display(),
             meta.uid(),
             euid()
@@ -83,7 +83,7 @@ pub fn check_file(path: &Path) -> Result<()> {
     }
     if meta.uid() != euid() {
         return Err(err(format!(
-            "{} is owned by uid {} but p11kmsd runs as uid {}: chown it to the daemon's user",
+            "{} is owned by uid {} but this process runs as uid {}: chown it to the user p11kmsd runs as",
             path.display(),
             meta.uid(),
             euid()

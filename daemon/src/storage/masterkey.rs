@@ -247,7 +247,7 @@ pub fn read_private_file(path: &Path, what: &str, max_len: usize) -> Result<Zero
     let euid = rustix::process::geteuid().as_raw();
     if meta.uid() != euid {
         return Err(err(format!(
-            "{what} {} is owned by uid {} but p11kmsd runs as uid {euid}: \
+            "{what} {} is owned by uid {} but this process runs as uid {euid}: \
              chown it to the daemon's user (or run the daemon as its owner)",
             path.display(),
             meta.uid()

@@ -40,7 +40,7 @@ fn fixture() -> F {
     assert_eq!(
         call(R::InitToken {
             slot: 0,
-            so_pin: SO.to_vec(),
+            so_pin: SO.to_vec().into(),
             label: b"kms".to_vec()
         }),
         Response::Ok
@@ -55,14 +55,14 @@ fn fixture() -> F {
         call(R::Login {
             session: s,
             user_type: ck::CKU_SO,
-            pin: SO.to_vec()
+            pin: SO.to_vec().into()
         }),
         Response::Ok
     );
     assert_eq!(
         call(R::InitPin {
             session: s,
-            pin: b"1234".to_vec()
+            pin: b"1234".to_vec().into()
         }),
         Response::Ok
     );
@@ -71,7 +71,7 @@ fn fixture() -> F {
         call(R::Login {
             session: s,
             user_type: ck::CKU_USER,
-            pin: b"1234".to_vec()
+            pin: b"1234".to_vec().into()
         }),
         Response::Ok
     );
@@ -498,7 +498,7 @@ fn import_of_key_material() {
     let short = f.admin(C::Import {
         key: "byok".into(),
         import_token: p.import_token.clone(),
-        material: wrap(&[1; 16]),
+        material: wrap(&[1; 16]).into(),
         expires_unix: None,
     });
     assert!(
@@ -514,7 +514,7 @@ fn import_of_key_material() {
     let reused = f.admin(C::Import {
         key: "byok".into(),
         import_token: p.import_token.clone(),
-        material: wrap(&material),
+        material: wrap(&material).into(),
         expires_unix: None,
     });
     assert!(
@@ -531,7 +531,7 @@ fn import_of_key_material() {
     let garbage = f.admin(C::Import {
         key: "byok".into(),
         import_token: p.import_token.clone(),
-        material: vec![7; 256],
+        material: vec![7; 256].into(),
         expires_unix: None,
     });
     assert!(
@@ -548,7 +548,7 @@ fn import_of_key_material() {
     let done = f.key(C::Import {
         key: "byok".into(),
         import_token: p.import_token,
-        material: wrap(&material),
+        material: wrap(&material).into(),
         expires_unix: Some(super::now() + 3600),
     });
     assert_eq!(done.state, "Enabled");
@@ -590,7 +590,7 @@ fn import_of_key_material() {
     let other = f.admin(C::Import {
         key: "byok".into(),
         import_token: p.import_token,
-        material: wrap(&[0x43; 32]),
+        material: wrap(&[0x43; 32]).into(),
         expires_unix: None,
     });
     assert!(
@@ -607,7 +607,7 @@ fn import_of_key_material() {
     f.key(C::Import {
         key: "byok".into(),
         import_token: p.import_token,
-        material: wrap(&material),
+        material: wrap(&material).into(),
         expires_unix: None,
     });
     assert_eq!(f.encrypt(h, ecb(), &[0; 16]).expect("encrypt"), ct);
@@ -676,7 +676,7 @@ fn sm2pke_import_and_sm4_envelope() {
     let k = f.key(C::Import {
         key: "sm-byok".into(),
         import_token: p.import_token,
-        material: wrapped,
+        material: wrapped.into(),
         expires_unix: None,
     });
     assert_eq!(
@@ -813,7 +813,7 @@ fn import_tokens_survive_a_restart_and_stay_single_use() {
     let failed = f.admin(C::Import {
         key: "byok".into(),
         import_token: spent.import_token.clone(),
-        material: vec![7; 256],
+        material: vec![7; 256].into(),
         expires_unix: None,
     });
     assert!(matches!(failed, AdminReply::Failed { .. }), "{failed:?}");
@@ -839,7 +839,7 @@ fn import_tokens_survive_a_restart_and_stay_single_use() {
             C::Import {
                 key: "byok".into(),
                 import_token: t.to_string(),
-                material: wrapped.clone(),
+                material: wrapped.clone().into(),
                 expires_unix: None,
             },
         )

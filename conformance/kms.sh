@@ -47,7 +47,7 @@ check "encrypt works after cancel-deletion" encrypt
 check_fails "a 3-day window is refused (7..366)" "$CLI" key schedule-deletion k1 --pending-days 3
 check_fails "a wrong SO PIN is refused" env P11KMS_SO_PIN=00000000 "$CLI" key list
 # A PIN in argv is readable by every local user (/proc/PID/cmdline).
-CHECK_OUTPUT_RE="--so-pin is not accepted" check_fails "--so-pin on the command line is refused" "$CLI" key list --so-pin "$SO"
+CHECK_OUTPUT_RE="so-pin is not accepted" check_fails "--so-pin on the command line is refused" "$CLI" key list --so-pin "$SO"
 printf '%s\n' "$SO" >"$WORK/so.pin" && chmod 600 "$WORK/so.pin"
 check "--so-pin-file reads the SO PIN from a private file" env -u P11KMS_SO_PIN "$CLI" key list --so-pin-file "$WORK/so.pin"
 

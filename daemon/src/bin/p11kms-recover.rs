@@ -12,6 +12,8 @@
 //! - `reset-so-pin`: set a new SO PIN and clear its failure count (a
 //!   locked SO PIN cannot be unlocked through PKCS#11). The PIN comes from
 //!   `--pin-file`, `P11KMS_NEW_SO_PIN`, or the terminal — never argv.
+//! - `change-passphrase`: re-wrap the master key (same key) under a new
+//!   passphrase, atomically.
 //! - `verify`: open and authenticate every record of the instance and check
 //!   them against the integrity manifest.
 #![forbid(unsafe_code)]
@@ -63,6 +65,14 @@ enum Cmd {
     /// integrity manifest; change nothing (except finishing an interrupted
     /// rotation, as the daemon would).
     Verify,
+    /// Re-wrap the master key (the same key) under the passphrase in FILE,
+    /// replacing the key file atomically. Then point the instance's
+    /// master_key_passphrase_file at FILE (or move FILE over the old one).
+    ChangePassphrase {
+        /// The new passphrase (readable by its owner only, 8 bytes or more).
+        #[arg(long)]
+        new_passphrase_file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -130,6 +140,23 @@ fn run(args: Args) -> Result<String, String> {
             ic.name,
             records.len()
         )),
+        Cmd::ChangePassphrase {
+            new_passphrase_file,
+        } => {
+            let key = kf.read(&kf.path).map_err(m)?;
+            let next = KeyFile {
+                passphrase: Some(masterkey::read_passphrase(&new_passphrase_file).map_err(m)?),
+                ..kf.clone()
+            };
+            next.write(&next.path, &key, true).map_err(m)?;
+            Ok(format!(
+                "instance {}: {} now holds the same master key wrapped under the passphrase in {}; \
+                 set master_key_passphrase_file to it before the next start",
+                ic.name,
+                kf.path.display(),
+                new_passphrase_file.display()
+            ))
+        }
         Cmd::ResetSoPin { pin_file } => {
             let pin = new_pin(pin_file.as_deref())?;
             p11kmsd::token::reset_so_pin(&ic.name, &store, &records, &pin).map_err(m)?;

@@ -250,7 +250,8 @@ fn so_pin(file: Option<&Path>) -> Result<SecretBytes, String> {
             ));
         }
         let mut pin = Zeroizing::new(
-            std::fs::read(f).map_err(|e| format!("cannot read SO PIN file {}: {e}", f.display()))?,
+            std::fs::read(f)
+                .map_err(|e| format!("cannot read SO PIN file {}: {e}", f.display()))?,
         );
         if pin.last() == Some(&b'\n') {
             pin.pop();

@@ -117,13 +117,19 @@ fn harden_process() {
     use rustix::mm::{mlockall, MlockAllFlags};
     use rustix::process::{getrlimit, set_dumpable_behavior, DumpableBehavior, Resource};
     match set_dumpable_behavior(DumpableBehavior::NotDumpable) {
-        Ok(()) => tracing::debug!("not dumpable: no core dumps, no ptrace by other processes of this user"),
-        Err(e) => tracing::warn!("prctl(PR_SET_DUMPABLE, 0) failed ({e}): a core dump could hold key material"),
+        Ok(()) => tracing::debug!(
+            "not dumpable: no core dumps, no ptrace by other processes of this user"
+        ),
+        Err(e) => tracing::warn!(
+            "prctl(PR_SET_DUMPABLE, 0) failed ({e}): a core dump could hold key material"
+        ),
     }
     let limit = getrlimit(Resource::Memlock).current;
     if has_cap_ipc_lock() || limit.is_none() {
         match mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT) {
-            Ok(()) => tracing::info!("memory locked (mlockall): key material is never written to swap"),
+            Ok(()) => {
+                tracing::info!("memory locked (mlockall): key material is never written to swap")
+            }
             Err(e) => tracing::warn!("mlockall failed ({e}): memory may be written to swap"),
         }
     } else {

@@ -814,8 +814,8 @@ mod tests {
         })
         .expect("encode");
         let login_variant = new[0];
-        let plain = postcard::to_stdvec(&(7u64, 0u64, serde_bytes::Bytes::new(b"1234")))
-            .expect("encode");
+        let plain =
+            postcard::to_stdvec(&(7u64, 0u64, serde_bytes::Bytes::new(b"1234"))).expect("encode");
         assert_eq!(&new[1..], &plain[..]);
         assert!(login_variant > 0);
     }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use p11kms_e2e::*;
@@ -65,7 +65,12 @@ fn try_start(args: &[&std::ffi::OsStr], socket: &Path) -> Result<(), String> {
 fn try_start_over(d: &Daemon) -> Result<(), String> {
     let socket = d.dir().join("probe.sock");
     try_start(
-        &["--data-dir".as_ref(), d.data_dir().as_os_str(), "--socket".as_ref(), socket.as_os_str()],
+        &[
+            "--data-dir".as_ref(),
+            d.data_dir().as_os_str(),
+            "--socket".as_ref(),
+            socket.as_os_str(),
+        ],
         &socket,
     )
 }
@@ -149,7 +154,11 @@ fn key_still_decrypts(daemon: &mut Daemon, ct: &[u8]) {
     daemon.export_socket();
     let ctx = context();
     initialize(&ctx);
-    let slot = *ctx.get_slots_with_token().expect("slots").first().expect("slot");
+    let slot = *ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .first()
+        .expect("slot");
     let s = user_session(&ctx, slot);
     let keys = s
         .find_objects(&[Attribute::Label(b"k".to_vec())])
@@ -244,15 +253,25 @@ fn an_old_token_record_restored_from_a_copy_is_detected_at_start() {
     daemon.export_socket();
     let ctx = context();
     initialize(&ctx);
-    let slot = *ctx.get_slots_with_token().expect("slots").first().expect("slot");
+    let slot = *ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .first()
+        .expect("slot");
     let s = ctx.open_rw_session(slot).expect("C_OpenSession");
     for _ in 0..3 {
-        assert!(s.login(UserType::User, Some(&AuthPin::from("wrong-pin"))).is_err());
+        assert!(s
+            .login(UserType::User, Some(&AuthPin::from("wrong-pin")))
+            .is_err());
     }
     drop(s);
     ctx.finalize().expect("C_Finalize");
     assert!(daemon.stop(), "daemon stops");
-    assert_ne!(token_blob(&db), before, "(precondition) the counter changed the record");
+    assert_ne!(
+        token_blob(&db),
+        before,
+        "(precondition) the counter changed the record"
+    );
 
     let c = rusqlite::Connection::open(&db).expect("open db");
     c.execute(
@@ -319,7 +338,9 @@ fn a_rotation_interrupted_after_its_commit_is_finished_at_start() {
     key_still_decrypts(&mut daemon, &ct);
     assert!(!next.exists(), "the rotation was finished");
     assert!(
-        daemon.log().contains("finished an interrupted master key rotation"),
+        daemon
+            .log()
+            .contains("finished an interrupted master key rotation"),
         "and logged"
     );
 }
@@ -360,7 +381,10 @@ fn a_rotation_killed_at_any_moment_leaves_a_store_that_starts() {
         assert!(!next.exists() && !next_tmp.exists(), "resolved at open");
     }
     eprintln!("{mid_way} of 31 kills interrupted a rotation after its new key file was begun");
-    assert!(mid_way > 0, "no kill landed inside a rotation: the test proved nothing");
+    assert!(
+        mid_way > 0,
+        "no kill landed inside a rotation: the test proved nothing"
+    );
     key_still_decrypts(&mut daemon, &ct);
 }
 
@@ -372,7 +396,11 @@ fn reset_so_pin_unlocks_a_locked_so_pin() {
     daemon.export_socket();
     let ctx = context();
     initialize(&ctx);
-    let slot = *ctx.get_slots_with_token().expect("slots").first().expect("slot");
+    let slot = *ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .first()
+        .expect("slot");
     let s = ctx.open_rw_session(slot).expect("C_OpenSession");
     let mut locked = false;
     for _ in 0..20 {
@@ -389,7 +417,11 @@ fn reset_so_pin_unlocks_a_locked_so_pin() {
     ctx.finalize().expect("C_Finalize");
     assert!(daemon.stop());
 
-    let out = recover(&daemon, &["reset-so-pin"], &[("P11KMS_NEW_SO_PIN", "new-so-pin-1")]);
+    let out = recover(
+        &daemon,
+        &["reset-so-pin"],
+        &[("P11KMS_NEW_SO_PIN", "new-so-pin-1")],
+    );
     assert!(out.status.success(), "{}", text(&out));
 
     daemon.start_again();
@@ -399,7 +431,10 @@ fn reset_so_pin_unlocks_a_locked_so_pin() {
     s.login(UserType::So, Some(&AuthPin::from("new-so-pin-1")))
         .expect("C_Login(SO) with the new PIN");
     let info = ctx.get_token_info(slot).expect("C_GetTokenInfo");
-    assert!(!info.so_pin_locked() && !info.so_pin_count_low(), "counter cleared");
+    assert!(
+        !info.so_pin_locked() && !info.so_pin_count_low(),
+        "counter cleared"
+    );
     drop(s);
     ctx.finalize().expect("C_Finalize");
 }
@@ -425,11 +460,15 @@ fn a_passphrase_wrapped_key_file_needs_the_right_passphrase() {
     let args = ["--config".as_ref(), conf.as_os_str()];
     try_start(&args, &socket).expect("starts with its passphrase");
     let key = std::fs::read(data.join("default.key")).expect("key file");
-    assert_eq!(key.len(), 96, "a wrapped key file (header, nonce, key, tag)");
+    assert_eq!(
+        key.len(),
+        96,
+        "a wrapped key file (header, nonce, key, tag)"
+    );
     try_start(&args, &socket).expect("starts again");
 
     std::fs::write(&pass, "wrong horse battery\n").expect("write");
-    let log = try_start(&args, &socket).err().expect("a wrong passphrase is refused");
+    let log = try_start(&args, &socket).expect_err("a wrong passphrase is refused");
     assert!(log.contains("wrong passphrase"), "{log}");
     std::fs::write(&pass, "correct horse battery\n").expect("write");
 
@@ -446,7 +485,7 @@ fn a_passphrase_wrapped_key_file_needs_the_right_passphrase() {
         .output()
         .expect("run p11kms-recover");
     assert!(out.status.success(), "{}", text(&out));
-    let log = try_start(&args, &socket).err().expect("the old passphrase no longer opens it");
+    let log = try_start(&args, &socket).expect_err("the old passphrase no longer opens it");
     assert!(log.contains("wrong passphrase"), "{log}");
     std::fs::rename(&new_pass, &pass).expect("new passphrase in place");
     try_start(&args, &socket).expect("starts with the new passphrase");
@@ -455,7 +494,14 @@ fn a_passphrase_wrapped_key_file_needs_the_right_passphrase() {
 #[test]
 fn the_cli_refuses_an_so_pin_on_the_command_line() {
     let out = Command::new(cli_path())
-        .args(["--socket", "/nonexistent.sock", "key", "list", "--so-pin", "12345678"])
+        .args([
+            "--socket",
+            "/nonexistent.sock",
+            "key",
+            "list",
+            "--so-pin",
+            "12345678",
+        ])
         .output()
         .expect("run p11kms");
     assert!(!out.status.success());

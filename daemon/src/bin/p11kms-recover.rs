@@ -185,7 +185,10 @@ fn run(args: Args) -> Result<String, String> {
             masterkey::sync_dir_of(&kf.path).map_err(m)?;
             // Old blobs out of free pages and the WAL (best effort).
             if let Err(e) = raw.lock().map_err(|_| "store lock".to_string())?.compact() {
-                tracing::warn!("compacting the database after the rotation failed: {}", e.msg);
+                tracing::warn!(
+                    "compacting the database after the rotation failed: {}",
+                    e.msg
+                );
             }
             Ok(format!(
                 "instance {}: {n} records re-sealed under a new master key in {}. Back up the new key \
@@ -216,10 +219,9 @@ fn new_pin(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>, String> {
             std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec(),
         ));
     }
-    let first = Zeroizing::new(
-        rpassword::prompt_password("New SO PIN: ")
-            .map_err(|e| format!("cannot read the PIN from the terminal ({e}); use --pin-file or P11KMS_NEW_SO_PIN"))?,
-    );
+    let first = Zeroizing::new(rpassword::prompt_password("New SO PIN: ").map_err(|e| {
+        format!("cannot read the PIN from the terminal ({e}); use --pin-file or P11KMS_NEW_SO_PIN")
+    })?);
     let again = Zeroizing::new(
         rpassword::prompt_password("New SO PIN again: ")
             .map_err(|e| format!("cannot read the PIN from the terminal: {e}"))?,

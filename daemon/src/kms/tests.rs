@@ -821,7 +821,9 @@ fn import_tokens_survive_a_restart_and_stay_single_use() {
     // Restart: a new daemon over the same data directory.
     // The application's sessions hold the token and so the store (and its
     // lock): end them too, as the old process's exit would.
-    let F { _dir: dir, d, app, .. } = f;
+    let F {
+        _dir: dir, d, app, ..
+    } = f;
     drop(app);
     drop(d);
     let reopen = || {

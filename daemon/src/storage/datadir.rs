@@ -45,7 +45,10 @@ pub fn prepare(dir: &Path, create: bool) -> Result<()> {
     }
     let meta = fs::metadata(dir).map_err(|e| err(format!("data dir {}: {e}", dir.display())))?;
     if !meta.is_dir() {
-        return Err(err(format!("data dir {} is not a directory", dir.display())));
+        return Err(err(format!(
+            "data dir {} is not a directory",
+            dir.display()
+        )));
     }
     if meta.uid() != euid() {
         return Err(err(format!(
@@ -204,7 +207,11 @@ mod tests {
         let a = StoreLock::acquire(&p).expect("first");
         let e = StoreLock::acquire(&p).err().expect("second refused");
         assert!(e.msg.contains("in use"), "{}", e.msg);
-        assert!(e.msg.contains(&format!("pid {}", std::process::id())), "{}", e.msg);
+        assert!(
+            e.msg.contains(&format!("pid {}", std::process::id())),
+            "{}",
+            e.msg
+        );
         drop(a);
         StoreLock::acquire(&p).expect("free again");
     }

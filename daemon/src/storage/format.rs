@@ -106,7 +106,12 @@ impl Sealer {
     }
 
     /// Open a record written before the manifest existed (migration only).
-    pub fn open_legacy(&self, kind: RecordKind, id: u64, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open_legacy(
+        &self,
+        kind: RecordKind,
+        id: u64,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         self.open_version(LEGACY_VERSION, kind, id, blob)
     }
 
@@ -147,7 +152,13 @@ impl Sealer {
         let aad = self.aad(LEGACY_VERSION, kind, id);
         let ct = self
             .aead
-            .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad: &aad })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| Error::general("record sealing failed"))?;
         let mut out = vec![LEGACY_VERSION];
         out.extend_from_slice(&nonce);

@@ -322,7 +322,14 @@ fn wrap_aad(header: &[u8], instance: &str) -> Vec<u8> {
 
 /// `header || nonce || AES-256-GCM_kek(master)`, the header (with the
 /// Argon2id costs and salt) and the instance name as associated data.
-fn wrap(key: &MasterKey, passphrase: &[u8], instance: &str, m: u32, t: u32, p: u32) -> Result<Vec<u8>> {
+fn wrap(
+    key: &MasterKey,
+    passphrase: &[u8],
+    instance: &str,
+    m: u32,
+    t: u32,
+    p: u32,
+) -> Result<Vec<u8>> {
     let mut salt = [0u8; SALT_LEN];
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut salt).map_err(|e| err(format!("getrandom: {e}")))?;
@@ -449,7 +456,10 @@ mod tests {
         // Small Argon2 costs: the format, not the cost, is under test.
         let w = wrap(&k, b"correct horse", "default", 64, 1, 1).expect("wrap");
         assert_eq!(w.len(), WRAPPED_LEN);
-        assert!(!w.windows(8).any(|x| x == &k.bytes()[..8]), "key not in clear");
+        assert!(
+            !w.windows(8).any(|x| x == &k.bytes()[..8]),
+            "key not in clear"
+        );
         let back = unwrap(&w, b"correct horse", "default").expect("unwrap");
         assert_eq!(back.bytes(), k.bytes());
         assert!(unwrap(&w, b"wrong horse!", "default").is_err());
@@ -468,7 +478,10 @@ mod tests {
         let p = dir.path().join("pass");
         fs::write(&p, b"long enough phrase\n").expect("write");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert_eq!(&read_passphrase(&p).expect("read")[..], b"long enough phrase");
+        assert_eq!(
+            &read_passphrase(&p).expect("read")[..],
+            b"long enough phrase"
+        );
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).expect("chmod");
         assert!(read_passphrase(&p).is_err(), "group-readable refused");
         fs::write(&p, b"short\n").expect("write");

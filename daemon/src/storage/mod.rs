@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use format::{blob_version, Entry, VERSION};
 pub use format::Sealer;
+use format::{blob_version, Entry, VERSION};
 pub use masterkey::{KeyFile, MasterKey};
 
 /// What a record holds. Part of the associated data, so a blob cannot be
@@ -199,13 +199,16 @@ impl SealedStore {
 
     /// Open every record and check the set against the manifest.
     fn verify(&self, m: &Row, records: &[Row]) -> Result<(Ledger, Vec<OpenedRecord>)> {
-        let plain = self.sealer.open(RecordKind::Manifest, m.id, &m.blob).map_err(|_| {
-            device(format!(
-                "the integrity manifest of instance {} does not open with its master key: \
+        let plain = self
+            .sealer
+            .open(RecordKind::Manifest, m.id, &m.blob)
+            .map_err(|_| {
+                device(format!(
+                    "the integrity manifest of instance {} does not open with its master key: \
                  the key file does not belong to this database (restore the matching key file)",
-                self.instance
-            ))
-        })?;
+                    self.instance
+                ))
+            })?;
         let man: Manifest = postcard::from_bytes(&plain)
             .map_err(|e| device(format!("manifest of {} is unreadable: {e}", self.instance)))?;
         let mut ledger = Ledger {
@@ -247,8 +250,15 @@ impl SealedStore {
 
     /// Re-seal a store without a manifest (empty, or written by an older
     /// daemon) and write its first manifest, in one transaction.
-    fn migrate(&self, raw: &mut dyn RawStore, records: Vec<Row>) -> Result<(Ledger, Vec<OpenedRecord>)> {
-        if let Some(r) = records.iter().find(|r| blob_version(&r.blob) == Some(VERSION)) {
+    fn migrate(
+        &self,
+        raw: &mut dyn RawStore,
+        records: Vec<Row>,
+    ) -> Result<(Ledger, Vec<OpenedRecord>)> {
+        if let Some(r) = records
+            .iter()
+            .find(|r| blob_version(&r.blob) == Some(VERSION))
+        {
             return Err(device(format!(
                 "the integrity manifest of instance {} is missing although record {:?}/{} was written \
                  with one: the store was tampered with; restore the whole data directory from one backup",
@@ -300,16 +310,20 @@ impl SealedStore {
     fn commit(&self, mut changes: Vec<Change>) -> Result<()> {
         let mut raw = self.raw()?;
         let mut guard = self.ledger();
-        let ledger = guard
-            .as_mut()
-            .ok_or_else(|| Error::general(format!("store of {} written before it was loaded", self.instance)))?;
+        let ledger = guard.as_mut().ok_or_else(|| {
+            Error::general(format!(
+                "store of {} written before it was loaded",
+                self.instance
+            ))
+        })?;
         // What each touched record's entry becomes (None: deleted).
         let mut overlay: HashMap<(RecordKind, u64), Option<Entry>> = HashMap::new();
         let mut acc = ledger.acc;
-        let current = |overlay: &HashMap<_, Option<Entry>>, k: &(RecordKind, u64)| match overlay.get(k) {
-            Some(v) => *v,
-            None => ledger.entries.get(k).copied(),
-        };
+        let current =
+            |overlay: &HashMap<_, Option<Entry>>, k: &(RecordKind, u64)| match overlay.get(k) {
+                Some(v) => *v,
+                None => ledger.entries.get(k).copied(),
+            };
         for c in &changes {
             match c {
                 Change::Put(r) => {
@@ -571,7 +585,11 @@ fn resolve_rotation(kf: &KeyFile, rows: &[Row]) -> Result<()> {
     if let Ok(k) = &new {
         if SealedStore::manifest_opens(rows, k, &kf.instance) {
             std::fs::rename(&next_path, &kf.path).map_err(|e| {
-                device(format!("rename {} to {}: {e}", next_path.display(), kf.path.display()))
+                device(format!(
+                    "rename {} to {}: {e}",
+                    next_path.display(),
+                    kf.path.display()
+                ))
             })?;
             masterkey::sync_dir_of(&kf.path)?;
             tracing::warn!(instance = %kf.instance, file = %kf.path.display(),

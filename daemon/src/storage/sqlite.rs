@@ -139,9 +139,7 @@ impl RawStore for SqliteStore {
     }
 
     fn compact(&mut self) -> Result<()> {
-        self.conn
-            .execute_batch("VACUUM;")
-            .map_err(db_err)?;
+        self.conn.execute_batch("VACUUM;").map_err(db_err)?;
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .map_err(db_err)

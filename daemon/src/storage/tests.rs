@@ -64,17 +64,27 @@ fn records_survive_reopen_and_match_the_manifest() {
     let (raw, s) = fresh(dir.path());
     s.put(RecordKind::Token, 0, b"token v1").expect("put");
     s.apply(&[
-        (RecordKind::Object, 5, Some(Zeroizing::new(b"five".to_vec()))),
+        (
+            RecordKind::Object,
+            5,
+            Some(Zeroizing::new(b"five".to_vec())),
+        ),
         (RecordKind::Object, 6, Some(Zeroizing::new(b"six".to_vec()))),
-        (RecordKind::Object, 6, Some(Zeroizing::new(b"six again".to_vec()))),
+        (
+            RecordKind::Object,
+            6,
+            Some(Zeroizing::new(b"six again".to_vec())),
+        ),
     ])
     .expect("apply");
     s.apply(&[(RecordKind::Object, 5, None)]).expect("delete");
     s.put(RecordKind::Import, 9, b"import").expect("put");
     drop(s);
     let recs = reopen(&raw, dir.path()).expect("reopen");
-    let got: Vec<(RecordKind, u64, Vec<u8>)> =
-        recs.into_iter().map(|(k, i, p)| (k, i, p.to_vec())).collect();
+    let got: Vec<(RecordKind, u64, Vec<u8>)> = recs
+        .into_iter()
+        .map(|(k, i, p)| (k, i, p.to_vec()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -109,8 +119,12 @@ fn an_old_token_record_restored_from_a_copy_is_detected() {
     s.put(RecordKind::Token, 0, b"failures=9").expect("put");
     drop(s);
     raw_put(&raw, RecordKind::Token, 0, old);
-    let e = reopen(&raw, dir.path()).err().expect("rollback detected");
-    assert!(e.msg.contains("do not match its integrity manifest"), "{}", e.msg);
+    let e = reopen(&raw, dir.path()).expect_err("rollback detected");
+    assert!(
+        e.msg.contains("do not match its integrity manifest"),
+        "{}",
+        e.msg
+    );
 }
 
 #[test]
@@ -123,7 +137,10 @@ fn a_deleted_record_brought_back_or_a_live_one_removed_is_detected() {
     s.apply(&[(RecordKind::Object, 3, None)]).expect("delete");
     drop(s);
     raw_put(&raw, RecordKind::Object, 3, gone);
-    assert!(reopen(&raw, dir.path()).is_err(), "resurrected record detected");
+    assert!(
+        reopen(&raw, dir.path()).is_err(),
+        "resurrected record detected"
+    );
     raw.lock()
         .expect("lock")
         .apply(&[
@@ -156,8 +173,12 @@ fn a_removed_manifest_is_detected() {
             id: 0,
         }])
         .expect("raw delete");
-    let e = reopen(&raw, dir.path()).err().expect("detected");
-    assert!(e.msg.contains("manifest of instance default is missing"), "{}", e.msg);
+    let e = reopen(&raw, dir.path()).expect_err("detected");
+    assert!(
+        e.msg.contains("manifest of instance default is missing"),
+        "{}",
+        e.msg
+    );
 }
 
 #[test]
@@ -170,7 +191,12 @@ fn a_store_of_an_older_daemon_is_migrated_once() {
         .expect("key");
     let legacy = Sealer::new(key, "default");
     for (kind, id) in [(RecordKind::Token, 0), (RecordKind::Object, 2)] {
-        raw_put(&raw, kind, id, legacy.seal_legacy(kind, id, b"old").expect("seal"));
+        raw_put(
+            &raw,
+            kind,
+            id,
+            legacy.seal_legacy(kind, id, b"old").expect("seal"),
+        );
     }
     assert_eq!(reopen(&raw, dir.path()).expect("migrate").len(), 2);
     assert_eq!(
@@ -184,9 +210,11 @@ fn a_store_of_an_older_daemon_is_migrated_once() {
         &raw,
         RecordKind::Object,
         2,
-        legacy.seal_legacy(RecordKind::Object, 2, b"old").expect("seal"),
+        legacy
+            .seal_legacy(RecordKind::Object, 2, b"old")
+            .expect("seal"),
     );
-    let e = reopen(&raw, dir.path()).err().expect("refused");
+    let e = reopen(&raw, dir.path()).expect_err("refused");
     assert!(e.msg.contains("in format 1"), "{}", e.msg);
 }
 
@@ -260,11 +288,14 @@ fn reseal_moves_every_record_to_the_new_key() {
     let (raw, s) = fresh(dir.path());
     s.put(RecordKind::Token, 0, b"t").expect("put");
     s.put(RecordKind::Object, 4, b"o").expect("put");
-    let old = key_file(dir.path()).read(&dir.path().join("default.key")).expect("old");
+    let old = key_file(dir.path())
+        .read(&dir.path().join("default.key"))
+        .expect("old");
     let new = MasterKey::generate().expect("new");
     let (s2, n) = s.reseal(new.clone()).expect("reseal");
     assert_eq!(n, 2);
-    s2.put(RecordKind::Object, 5, b"after").expect("writes go on under the new key");
+    s2.put(RecordKind::Object, 5, b"after")
+        .expect("writes go on under the new key");
     drop(s2);
     let under = |k: &MasterKey| SealedStore::new(raw.clone(), k.clone(), "default").load();
     assert_eq!(under(&new).expect("new key opens").len(), 3);
@@ -304,7 +335,8 @@ fn an_interrupted_rotation_is_resolved_either_way() {
 
     // Neither key opens the store: refused, nothing removed.
     let stray = MasterKey::generate().expect("stray");
-    kf.write(&kf.next_path(), &stray, false).expect("write .new");
+    kf.write(&kf.next_path(), &stray, false)
+        .expect("write .new");
     std::fs::remove_file(&kf.path).expect("rm");
     kf.write(&kf.path, &stray, false).expect("write wrong key");
     let e = open_instance(&raw, &kf).err().expect("refused");
@@ -330,7 +362,9 @@ fn a_raw_key_is_wrapped_when_a_passphrase_is_configured() {
         std::fs::metadata(&kf.path).expect("meta").len(),
         masterkey::WRAPPED_LEN as u64
     );
-    let e = open_instance(&raw, &key_file(d)).err().expect("needs the passphrase");
+    let e = open_instance(&raw, &key_file(d))
+        .err()
+        .expect("needs the passphrase");
     assert!(e.msg.contains("master_key_passphrase_file"), "{}", e.msg);
     std::fs::write(&pass, b"another passphrase\n").expect("write");
     let kf = KeyFile::new(d, "default", Some(&pass)).expect("kf");

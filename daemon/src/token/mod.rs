@@ -69,7 +69,9 @@ pub fn reset_so_pin(
     if !state.initialized || state.so_pin.is_none() {
         return Err(Error::new(
             ck::CKR_USER_PIN_NOT_INITIALIZED,
-            format!("the token of instance {instance} is not initialized: C_InitToken sets its SO PIN"),
+            format!(
+                "the token of instance {instance} is not initialized: C_InitToken sets its SO PIN"
+            ),
         ));
     }
     state.so_pin = Some(pin::hash(new_pin)?);

@@ -291,12 +291,18 @@ impl SealedStore {
     }
 
     fn manifest_change(&self, sealer: &Sealer, ledger: &Ledger) -> Result<Change> {
-        let man = Manifest {
-            epoch: ledger.epoch,
-            records: ledger.entries.len() as u64,
-            acc: ledger.acc,
-        };
-        let plain = postcard::to_stdvec(&man).map_err(|e| Error::general(e.to_string()))?;
+        self.manifest_row(
+            sealer,
+            &Manifest {
+                epoch: ledger.epoch,
+                records: ledger.entries.len() as u64,
+                acc: ledger.acc,
+            },
+        )
+    }
+
+    fn manifest_row(&self, sealer: &Sealer, man: &Manifest) -> Result<Change> {
+        let plain = postcard::to_stdvec(man).map_err(|e| Error::general(e.to_string()))?;
         Ok(Change::Put(Row {
             instance: self.instance.clone(),
             kind: RecordKind::Manifest,
@@ -372,18 +378,14 @@ impl SealedStore {
                 _ => {}
             }
         }
-        let man = Manifest {
-            epoch: next.epoch,
-            records,
-            acc,
-        };
-        let plain = postcard::to_stdvec(&man).map_err(|e| Error::general(e.to_string()))?;
-        changes.push(Change::Put(Row {
-            instance: self.instance.clone(),
-            kind: RecordKind::Manifest,
-            id: 0,
-            blob: self.sealer.seal(RecordKind::Manifest, 0, &plain)?,
-        }));
+        changes.push(self.manifest_row(
+            &self.sealer,
+            &Manifest {
+                epoch: next.epoch,
+                records,
+                acc,
+            },
+        )?);
         raw.apply(&changes)?;
         for (k, v) in overlay {
             match v {

@@ -45,7 +45,11 @@ CHECK_OUTPUT_RE=KEY_FUNCTION_NOT_PERMITTED check_fails "encrypt refused while Pe
 check "p11kms key cancel-deletion k1" "$CLI" key cancel-deletion k1
 check "encrypt works after cancel-deletion" encrypt
 check_fails "a 3-day window is refused (7..366)" "$CLI" key schedule-deletion k1 --pending-days 3
-check_fails "a wrong SO PIN is refused" "$CLI" key list --so-pin 00000000
+check_fails "a wrong SO PIN is refused" env P11KMS_SO_PIN=00000000 "$CLI" key list
+# A PIN in argv is readable by every local user (/proc/PID/cmdline).
+CHECK_OUTPUT_RE="so-pin is not accepted" check_fails "--so-pin on the command line is refused" "$CLI" key list --so-pin "$SO"
+printf '%s\n' "$SO" >"$WORK/so.pin" && chmod 600 "$WORK/so.pin"
+check "--so-pin-file reads the SO PIN from a private file" env -u P11KMS_SO_PIN "$CLI" key list --so-pin-file "$WORK/so.pin"
 
 section "service keys"
 check "create a service key" "$CLI" key create --alias svc --service rds

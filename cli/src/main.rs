@@ -1,15 +1,22 @@
 //! `p11kms`: the admin command line. Talks to p11kmsd over the same socket
 //! as the module, with the same wire protocol.
+//!
+//! The SO PIN never comes from the command line (every local user can read
+//! a process's arguments in /proc): it is read from `--so-pin-file`, else
+//! `P11KMS_SO_PIN`, else the terminal without echo.
 
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use p11kms_protocol::{
     frame, AdminCommand, AdminReply, DaemonStatus, KeyCreate, KeyMetadata, Request, Response,
-    PROTOCOL_VERSION,
+    SecretBytes, PROTOCOL_VERSION,
 };
+use zeroize::Zeroizing;
 
 /// Administer a p11kms daemon.
 #[derive(Parser, Debug)]
@@ -35,9 +42,14 @@ enum Command {
         /// Instance to administer.
         #[arg(long, global = true, default_value = "default")]
         instance: String,
-        /// The instance's SO PIN (default: $P11KMS_SO_PIN).
+        /// File holding the instance's SO PIN (one trailing newline ignored;
+        /// must not be readable by group or others). Without it:
+        /// $P11KMS_SO_PIN, else the terminal.
         #[arg(long, global = true)]
-        so_pin: Option<String>,
+        so_pin_file: Option<PathBuf>,
+        /// Refused: a PIN in the arguments is visible to every local user.
+        #[arg(long = "so-pin", hide = true, global = true, num_args = 0..=1)]
+        so_pin_argv: Option<Option<String>>,
         #[command(subcommand)]
         cmd: KeyCmd,
     },
@@ -225,18 +237,61 @@ fn print_status(s: &DaemonStatus) {
     }
 }
 
+/// The SO PIN from `--so-pin-file`, `P11KMS_SO_PIN`, or the terminal.
+fn so_pin(file: Option<&Path>) -> Result<SecretBytes, String> {
+    if let Some(f) = file {
+        let meta = std::fs::metadata(f).map_err(|e| format!("SO PIN file {}: {e}", f.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "SO PIN file {} has mode {:04o}; it must not be readable by group or others: chmod 600 {}",
+                f.display(),
+                meta.permissions().mode() & 0o7777,
+                f.display()
+            ));
+        }
+        let mut pin = Zeroizing::new(
+            std::fs::read(f)
+                .map_err(|e| format!("cannot read SO PIN file {}: {e}", f.display()))?,
+        );
+        if pin.last() == Some(&b'\n') {
+            pin.pop();
+            if pin.last() == Some(&b'\r') {
+                pin.pop();
+            }
+        }
+        return Ok(SecretBytes::from(&pin[..]));
+    }
+    if let Some(v) = std::env::var_os("P11KMS_SO_PIN") {
+        return Ok(SecretBytes::from(v.into_vec()));
+    }
+    let typed = rpassword::prompt_password("SO PIN: ").map_err(|e| {
+        format!("the SO PIN is needed: --so-pin-file FILE, P11KMS_SO_PIN, or a terminal to type it ({e})")
+    })?;
+    Ok(SecretBytes::from(typed.into_bytes()))
+}
+
 fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Key {
+        so_pin_argv: Some(_),
+        ..
+    } = &cli.command
+    {
+        return Err(
+            "--so-pin is not accepted: a PIN in the arguments is visible to every local user \
+             (/proc/PID/cmdline). Use --so-pin-file FILE, P11KMS_SO_PIN, or type it when asked"
+                .into(),
+        );
+    }
     let path = socket_path(cli.socket);
     let mut client = Client::connect(&path)?;
     match cli.command {
         Command::Key {
             instance,
-            so_pin,
+            so_pin_file,
             cmd,
+            ..
         } => {
-            let so_pin = so_pin
-                .or_else(|| std::env::var("P11KMS_SO_PIN").ok())
-                .ok_or("the SO PIN is needed: --so-pin or P11KMS_SO_PIN")?;
+            let so_pin = so_pin(so_pin_file.as_deref())?;
             key_command(&mut client, instance, so_pin, cmd, cli.json)
         }
         Command::Status => match client.call(&Request::Status)? {
@@ -364,7 +419,7 @@ fn key_json(k: &KeyMetadata) -> serde_json::Value {
 fn key_command(
     client: &mut Client,
     instance: String,
-    so_pin: String,
+    so_pin: SecretBytes,
     cmd: KeyCmd,
     json: bool,
 ) -> Result<(), String> {
@@ -443,8 +498,10 @@ fn key_command(
                 .map_err(|e| format!("cannot read {}: {e}", import_token.display()))?
                 .trim()
                 .to_string();
-            let material = std::fs::read(&material)
-                .map_err(|e| format!("cannot read {}: {e}", material.display()))?;
+            let material = SecretBytes::new(
+                std::fs::read(&material)
+                    .map_err(|e| format!("cannot read {}: {e}", material.display()))?,
+            );
             let expires_unix = expires.as_deref().map(parse_rfc3339).transpose()?;
             AdminCommand::Import {
                 key,
@@ -456,7 +513,7 @@ fn key_command(
     };
     let reply = match client.call(&Request::Admin {
         instance,
-        so_pin: so_pin.into_bytes(),
+        so_pin,
         cmd: admin,
     })? {
         Response::Admin(r) => r,

@@ -12,6 +12,7 @@
 //! max_pin_failures = 10
 //! allow_import = true    # keys may come in from outside
 //! min_pending_days = 7   # shortest scheduled-deletion window
+//! master_key_passphrase_file = "/etc/p11kms/default.pass"  # optional: wrap the key file
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,11 @@ pub struct InstanceConfig {
     /// production; tests may lower it, even to 0).
     #[serde(default = "default_min_pending_days")]
     pub min_pending_days: u32,
+    /// A file holding a passphrase (mode 0600, owned by the daemon's user):
+    /// the key file then holds the master key wrapped under a key derived
+    /// from it with Argon2id. Unset: the key file holds the key itself.
+    #[serde(default)]
+    pub master_key_passphrase_file: Option<PathBuf>,
 }
 
 fn default_socket_mode() -> String {
@@ -99,6 +105,7 @@ impl InstanceConfig {
             max_pin_failures: default_max_pin_failures(),
             allow_import: true,
             min_pending_days: default_min_pending_days(),
+            master_key_passphrase_file: None,
         }
     }
 }
@@ -192,6 +199,14 @@ mod tests {
         )
         .expect("parse");
         modes.validate().expect("gm is a mode");
+        let pass: Config = toml::from_str(
+            "data_dir = \"/d\"\nsocket = \"/s\"\n[[instance]]\nname = \"a\"\nmaster_key_passphrase_file = \"/etc/p\"\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            pass.instances[0].master_key_passphrase_file.as_deref(),
+            Some(Path::new("/etc/p"))
+        );
         let bad: Config = toml::from_str(
             "data_dir = \"/d\"\nsocket = \"/s\"\n[[instance]]\nname = \"a\"\nmode = \"fips\"\n",
         )

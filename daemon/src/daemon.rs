@@ -12,7 +12,7 @@ use crate::access::{App, AppKey, Peer};
 use crate::config::{Config, InstanceConfig};
 use crate::error::{Error, Result};
 use crate::mech::{gm_allowed, Registry};
-use crate::storage::{sqlite::SqliteStore, MasterKey, RawStore, SealedStore};
+use crate::storage::{self, sqlite::SqliteStore, KeyFile, RawStore};
 use crate::token::Token;
 
 /// First handle used for session objects; token objects use store ids below.
@@ -57,13 +57,15 @@ impl Daemon {
     /// then narrows it: a `gm` instance keeps only [`gm_allowed`]
     /// mechanisms. Each instance runs its registry's known-answer tests; a
     /// failure leaves that instance loaded but not serving.
+    ///
+    /// At rest: the data dir is made (or tightened to) 0700 and must belong
+    /// to the daemon's user; the store is locked against a second daemon or
+    /// `p11kms-recover`; each master key file is checked (see
+    /// [`storage::masterkey`]) and a missing one is made only for an
+    /// instance without records; each instance's records are verified
+    /// against its integrity manifest (see [`storage::SealedStore`]).
     pub fn open_with(config: Config, base: impl Fn(&InstanceConfig) -> Registry) -> Result<Self> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            Error::general(format!(
-                "create data dir {}: {e}",
-                config.data_dir.display()
-            ))
-        })?;
+        storage::datadir::prepare(&config.data_dir, true)?;
         let raw: Box<dyn RawStore> =
             Box::new(SqliteStore::open(&config.data_dir.join("p11kms.db"))?);
         let store = Arc::new(Mutex::new(raw));
@@ -87,9 +89,12 @@ impl Daemon {
                     false
                 }
             };
-            let master =
-                MasterKey::load_or_create(&config.data_dir.join(format!("{}.key", ic.name)))?;
-            let sealed = SealedStore::new(store.clone(), master, &ic.name);
+            let key_file = KeyFile::new(
+                &config.data_dir,
+                &ic.name,
+                ic.master_key_passphrase_file.as_deref(),
+            )?;
+            let sealed = storage::open_instance(&store, &key_file)?;
             let model = if gm {
                 format!("p11kms {} gm", ic.kind)
             } else {

@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
+    harden_process();
     let mut config = match (&args.config, &args.data_dir, &args.socket) {
         (Some(path), _, _) => match Config::load(path) {
             Ok(c) => c,
@@ -100,6 +101,58 @@ fn main() -> std::process::ExitCode {
         tracing::info!("stopped");
         std::process::exit(0)
     })
+}
+
+/// Keep key material out of core dumps, other processes' `ptrace` and swap,
+/// as far as the system lets us; each step that cannot be taken says so in
+/// the log and the start goes on.
+///
+/// `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)` is attempted only
+/// when locked memory is unlimited for this process (`CAP_IPC_LOCK` or an
+/// infinite `RLIMIT_MEMLOCK`): under a finite limit, `MCL_FUTURE` would make
+/// every later allocation beyond it fail — the daemon would die on its first
+/// large request. `MCL_ONFAULT` locks pages as they are touched, so thread
+/// stacks and reserved buffers cost no more memory than without locking.
+fn harden_process() {
+    use rustix::mm::{mlockall, MlockAllFlags};
+    use rustix::process::{getrlimit, set_dumpable_behavior, DumpableBehavior, Resource};
+    match set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        Ok(()) => tracing::debug!(
+            "not dumpable: no core dumps, no ptrace by other processes of this user"
+        ),
+        Err(e) => tracing::warn!(
+            "prctl(PR_SET_DUMPABLE, 0) failed ({e}): a core dump could hold key material"
+        ),
+    }
+    let limit = getrlimit(Resource::Memlock).current;
+    if has_cap_ipc_lock() || limit.is_none() {
+        match mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT) {
+            Ok(()) => {
+                tracing::info!("memory locked (mlockall): key material is never written to swap")
+            }
+            Err(e) => tracing::warn!("mlockall failed ({e}): memory may be written to swap"),
+        }
+    } else {
+        tracing::info!(
+            memlock_limit = limit.unwrap_or(0),
+            "memory not locked: RLIMIT_MEMLOCK is finite and there is no CAP_IPC_LOCK \
+             (LimitMEMLOCK=infinity in the systemd unit enables it); memory may be written to swap"
+        );
+    }
+}
+
+/// Whether the effective capability set holds `CAP_IPC_LOCK` (bit 14 of
+/// `CapEff` in /proc/self/status).
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 fn fail(msg: &str) -> std::process::ExitCode {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use p11kms_protocol::frame::{self, FrameError};
-use p11kms_protocol::{Request, Response, PROTOCOL_VERSION};
+use p11kms_protocol::{secret, Request, Response, PROTOCOL_VERSION};
 
 use crate::access::{AppKey, Peer};
 use crate::daemon::Daemon;
@@ -154,10 +154,15 @@ pub fn serve_connection(d: &Daemon, stream: StdStream, peer: Peer) {
         let req: Request = match frame::decode(&buf) {
             Ok(r) => r,
             Err(e) => {
+                secret::wipe(&mut buf, true);
                 log_frame_error(&peer, &e);
                 break;
             }
         };
+        // The request's own copy (PIN fields are `SecretBytes`) lives on;
+        // the frame buffer is wiped (PINs, templates, key material).
+        let secrets = req.carries_secrets();
+        secret::wipe(&mut buf, secrets);
         let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             dispatch::handle(d, &app, req)
         }))
@@ -165,14 +170,17 @@ pub fn serve_connection(d: &Daemon, stream: StdStream, peer: Peer) {
             tracing::error!(pid = peer.pid, "request handler panicked");
             Response::Error(pkcs11_sys::CKR_GENERAL_ERROR)
         });
-        let bytes = match frame::encode(&resp) {
+        let mut bytes = match frame::encode(&resp) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!("response encoding: {e}");
                 frame::encode(&Response::Error(pkcs11_sys::CKR_GENERAL_ERROR)).unwrap_or_default()
             }
         };
-        if writer.write_all(&bytes).is_err() {
+        let sent = writer.write_all(&bytes);
+        // Responses carry attribute values and plaintext.
+        secret::wipe(&mut bytes, secrets);
+        if sent.is_err() {
             break;
         }
     }

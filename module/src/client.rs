@@ -292,7 +292,7 @@ impl Client {
     /// be out of sync) and answers `CKR_DEVICE_ERROR`; `Response::Error(rv)`
     /// becomes `Err(rv)`.
     pub fn call(&self, req: &Request) -> CkResult<Response> {
-        let bytes = frame::encode(req).map_err(|e| match e {
+        let mut bytes = frame::encode(req).map_err(|e| match e {
             FrameError::TooLarge(_) => CKR_DATA_LEN_RANGE,
             _ => CKR_GENERAL_ERROR,
         })?;
@@ -313,6 +313,8 @@ impl Client {
                     spin_budget().saturating_add(extra),
                 ))
             });
+        // The encoded request may hold a PIN or key material.
+        p11kms_protocol::secret::wipe(&mut bytes, req.carries_secrets());
         match result {
             Ok(resp) => {
                 self.give_back(conn);

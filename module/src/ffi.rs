@@ -15,7 +15,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use p11kms_protocol::{OutCap, Response, MAX_DATA};
+use p11kms_protocol::{OutCap, Response, SecretBytes, MAX_DATA};
 use pkcs11_sys::{
     CKR_ARGUMENTS_BAD, CKR_BUFFER_TOO_SMALL, CKR_DATA_LEN_RANGE, CKR_DEVICE_ERROR,
     CKR_GENERAL_ERROR, CKR_OK, CK_RV, CK_ULONG,
@@ -93,17 +93,18 @@ pub unsafe fn data_in(ptr: *const u8, len: CK_ULONG) -> CkResult<Vec<u8>> {
     Ok(unsafe { slice_in(ptr, len) }?.to_vec())
 }
 
-/// Copy a PIN. NULL is `CKR_ARGUMENTS_BAD` whatever the length: a NULL PIN
-/// asks for a protected authentication path, which p11kms does not offer.
+/// Copy a PIN into a buffer that is wiped when dropped. NULL is
+/// `CKR_ARGUMENTS_BAD` whatever the length: a NULL PIN asks for a protected
+/// authentication path, which p11kms does not offer.
 ///
 /// # Safety
 /// As for [`slice_in`].
-pub unsafe fn pin_in(ptr: *const u8, len: CK_ULONG) -> CkResult<Vec<u8>> {
+pub unsafe fn pin_in(ptr: *const u8, len: CK_ULONG) -> CkResult<SecretBytes> {
     if ptr.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
     }
     // SAFETY: forwarded contract.
-    Ok(unsafe { slice_in(ptr, len) }?.to_vec())
+    Ok(SecretBytes::from(unsafe { slice_in(ptr, len) }?))
 }
 
 /// Borrow a required input structure; NULL is `CKR_ARGUMENTS_BAD`.

@@ -27,9 +27,12 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod secret;
 pub mod vendor;
 
 use serde::{Deserialize, Serialize};
+
+pub use secret::SecretBytes;
 
 /// Protocol version spoken by this build. Bumped when a change is not
 /// append-only or gives existing bytes a new meaning; the handshake refuses
@@ -330,22 +333,18 @@ pub enum Request {
     },
     InitToken {
         slot: Ulong,
-        #[serde(with = "serde_bytes")]
-        so_pin: Vec<u8>,
+        so_pin: SecretBytes,
         #[serde(with = "serde_bytes")]
         label: Vec<u8>,
     },
     InitPin {
         session: SessionHandle,
-        #[serde(with = "serde_bytes")]
-        pin: Vec<u8>,
+        pin: SecretBytes,
     },
     SetPin {
         session: SessionHandle,
-        #[serde(with = "serde_bytes")]
-        old_pin: Vec<u8>,
-        #[serde(with = "serde_bytes")]
-        new_pin: Vec<u8>,
+        old_pin: SecretBytes,
+        new_pin: SecretBytes,
     },
 
     // --- session management (§5.6)
@@ -365,8 +364,7 @@ pub enum Request {
     Login {
         session: SessionHandle,
         user_type: Ulong,
-        #[serde(with = "serde_bytes")]
-        pin: Vec<u8>,
+        pin: SecretBytes,
     },
     Logout {
         session: SessionHandle,
@@ -582,10 +580,26 @@ pub enum Request {
     /// instance's SO PIN (until access points exist).
     Admin {
         instance: String,
-        #[serde(with = "serde_bytes")]
-        so_pin: Vec<u8>,
+        so_pin: SecretBytes,
         cmd: AdminCommand,
     },
+}
+
+impl Request {
+    /// Whether the request carries a PIN or key material (its frame buffers
+    /// are then wiped whatever their size, see [`secret::wipe`]).
+    pub fn carries_secrets(&self) -> bool {
+        matches!(
+            self,
+            Request::InitToken { .. }
+                | Request::InitPin { .. }
+                | Request::SetPin { .. }
+                | Request::Login { .. }
+                | Request::Admin { .. }
+                | Request::CreateObject { .. }
+                | Request::UnwrapKey { .. }
+        )
+    }
 }
 
 /// Key lifecycle commands of the admin CLI (`p11kms key ...`). `key` is a
@@ -636,8 +650,7 @@ pub enum AdminCommand {
     Import {
         key: String,
         import_token: String,
-        #[serde(with = "serde_bytes")]
-        material: Vec<u8>,
+        material: SecretBytes,
         expires_unix: Option<u64>,
     },
     KeySetRotation {
@@ -832,6 +845,28 @@ mod tests {
             template: vec![],
         });
         roundtrip(Request::Status);
+        roundtrip(Request::Login {
+            session: 1,
+            user_type: 1,
+            pin: b"1234".to_vec().into(),
+        });
+    }
+
+    /// PINs changed type (plain bytes → `SecretBytes`), not wire form: a
+    /// `Login` encodes exactly as it did with `serde_bytes` `Vec<u8>`.
+    #[test]
+    fn secret_fields_keep_their_wire_form() {
+        let new = postcard::to_stdvec(&Request::Login {
+            session: 7,
+            user_type: 0,
+            pin: b"1234".to_vec().into(),
+        })
+        .expect("encode");
+        let login_variant = new[0];
+        let plain =
+            postcard::to_stdvec(&(7u64, 0u64, serde_bytes::Bytes::new(b"1234"))).expect("encode");
+        assert_eq!(&new[1..], &plain[..]);
+        assert!(login_variant > 0);
     }
 
     #[test]

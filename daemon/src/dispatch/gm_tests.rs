@@ -77,7 +77,7 @@ impl F {
         assert_eq!(
             self.call(R::InitToken {
                 slot,
-                so_pin: SO.to_vec(),
+                so_pin: SO.to_vec().into(),
                 label: b"t".to_vec()
             }),
             Response::Ok
@@ -90,14 +90,14 @@ impl F {
             self.call(R::Login {
                 session: s,
                 user_type: ck::CKU_SO,
-                pin: SO.to_vec()
+                pin: SO.to_vec().into()
             }),
             Response::Ok
         );
         assert_eq!(
             self.call(R::InitPin {
                 session: s,
-                pin: b"1234".to_vec()
+                pin: b"1234".to_vec().into()
             }),
             Response::Ok
         );
@@ -106,7 +106,7 @@ impl F {
             self.call(R::Login {
                 session: s,
                 user_type: ck::CKU_USER,
-                pin: b"1234".to_vec()
+                pin: b"1234".to_vec().into()
             }),
             Response::Ok
         );

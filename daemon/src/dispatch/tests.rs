@@ -65,24 +65,24 @@ impl Fixture {
     fn ready(&self) -> u64 {
         self.ok(R::InitToken {
             slot: 0,
-            so_pin: b"12345678".to_vec(),
+            so_pin: b"12345678".to_vec().into(),
             label: b"test".to_vec(),
         });
         let s = self.open(true);
         self.ok(R::Login {
             session: s,
             user_type: ck::CKU_SO,
-            pin: b"12345678".to_vec(),
+            pin: b"12345678".to_vec().into(),
         });
         self.ok(R::InitPin {
             session: s,
-            pin: b"1234".to_vec(),
+            pin: b"1234".to_vec().into(),
         });
         self.ok(R::Logout { session: s });
         self.ok(R::Login {
             session: s,
             user_type: ck::CKU_USER,
-            pin: b"1234".to_vec(),
+            pin: b"1234".to_vec().into(),
         });
         s
     }
@@ -105,7 +105,7 @@ fn login_state_machine() {
     let f = fixture();
     f.ok(R::InitToken {
         slot: 0,
-        so_pin: b"12345678".to_vec(),
+        so_pin: b"12345678".to_vec().into(),
         label: b"t".to_vec(),
     });
     let ro = f.open(false);
@@ -114,7 +114,7 @@ fn login_state_machine() {
         f.err(R::Login {
             session: ro,
             user_type: ck::CKU_SO,
-            pin: b"12345678".to_vec()
+            pin: b"12345678".to_vec().into()
         }),
         ck::CKR_SESSION_READ_ONLY_EXISTS
     );
@@ -125,20 +125,20 @@ fn login_state_machine() {
         f.err(R::Login {
             session: rw,
             user_type: ck::CKU_USER,
-            pin: b"1234".to_vec()
+            pin: b"1234".to_vec().into()
         }),
         ck::CKR_USER_PIN_NOT_INITIALIZED
     );
     f.ok(R::Login {
         session: rw,
         user_type: ck::CKU_SO,
-        pin: b"12345678".to_vec(),
+        pin: b"12345678".to_vec().into(),
     });
     assert_eq!(
         f.err(R::Login {
             session: rw,
             user_type: ck::CKU_SO,
-            pin: b"12345678".to_vec()
+            pin: b"12345678".to_vec().into()
         }),
         ck::CKR_USER_ALREADY_LOGGED_IN
     );
@@ -146,7 +146,7 @@ fn login_state_machine() {
         f.err(R::Login {
             session: rw,
             user_type: ck::CKU_USER,
-            pin: b"1234".to_vec()
+            pin: b"1234".to_vec().into()
         }),
         ck::CKR_USER_ANOTHER_ALREADY_LOGGED_IN
     );
@@ -160,7 +160,7 @@ fn login_state_machine() {
     );
     f.ok(R::InitPin {
         session: rw,
-        pin: b"1234".to_vec(),
+        pin: b"1234".to_vec().into(),
     });
     match f.call(R::GetSessionInfo { session: rw }) {
         Response::SessionInfo(i) => assert_eq!(i.state, ck::CKS_RW_SO_FUNCTIONS),
@@ -172,7 +172,7 @@ fn login_state_machine() {
     assert_eq!(
         f.err(R::InitToken {
             slot: 0,
-            so_pin: b"12345678".to_vec(),
+            so_pin: b"12345678".to_vec().into(),
             label: b"t".to_vec()
         }),
         ck::CKR_SESSION_EXISTS
@@ -181,7 +181,7 @@ fn login_state_machine() {
         f.err(R::Login {
             session: rw,
             user_type: 7,
-            pin: b"1234".to_vec()
+            pin: b"1234".to_vec().into()
         }),
         ck::CKR_USER_TYPE_INVALID
     );
@@ -223,7 +223,7 @@ fn pin_lockout_and_flags() {
         f.err(R::Login {
             session: s,
             user_type: ck::CKU_USER,
-            pin: b"0000".to_vec()
+            pin: b"0000".to_vec().into()
         }),
         ck::CKR_PIN_INCORRECT
     );
@@ -232,7 +232,7 @@ fn pin_lockout_and_flags() {
         f.err(R::Login {
             session: s,
             user_type: ck::CKU_USER,
-            pin: b"0000".to_vec()
+            pin: b"0000".to_vec().into()
         }),
         ck::CKR_PIN_INCORRECT
     );
@@ -241,7 +241,7 @@ fn pin_lockout_and_flags() {
         f.err(R::Login {
             session: s,
             user_type: ck::CKU_USER,
-            pin: b"0000".to_vec()
+            pin: b"0000".to_vec().into()
         }),
         ck::CKR_PIN_LOCKED
     );
@@ -251,24 +251,24 @@ fn pin_lockout_and_flags() {
         f.err(R::Login {
             session: s,
             user_type: ck::CKU_USER,
-            pin: b"1234".to_vec()
+            pin: b"1234".to_vec().into()
         }),
         ck::CKR_PIN_LOCKED
     );
     f.ok(R::Login {
         session: s,
         user_type: ck::CKU_SO,
-        pin: b"12345678".to_vec(),
+        pin: b"12345678".to_vec().into(),
     });
     f.ok(R::InitPin {
         session: s,
-        pin: b"5678".to_vec(),
+        pin: b"5678".to_vec().into(),
     });
     f.ok(R::Logout { session: s });
     f.ok(R::Login {
         session: s,
         user_type: ck::CKU_USER,
-        pin: b"5678".to_vec(),
+        pin: b"5678".to_vec().into(),
     });
     assert_eq!(
         flags(&f) & (ck::CKF_USER_PIN_LOCKED | ck::CKF_USER_PIN_COUNT_LOW),
@@ -277,22 +277,22 @@ fn pin_lockout_and_flags() {
     // SetPIN as the user.
     f.ok(R::SetPin {
         session: s,
-        old_pin: b"5678".to_vec(),
-        new_pin: b"9999".to_vec(),
+        old_pin: b"5678".to_vec().into(),
+        new_pin: b"9999".to_vec().into(),
     });
     assert_eq!(
         f.err(R::SetPin {
             session: s,
-            old_pin: b"5678".to_vec(),
-            new_pin: b"1111".to_vec()
+            old_pin: b"5678".to_vec().into(),
+            new_pin: b"1111".to_vec().into()
         }),
         ck::CKR_PIN_INCORRECT
     );
     assert_eq!(
         f.err(R::SetPin {
             session: s,
-            old_pin: b"9999".to_vec(),
-            new_pin: b"1".to_vec()
+            old_pin: b"9999".to_vec().into(),
+            new_pin: b"1".to_vec().into()
         }),
         ck::CKR_PIN_LEN_RANGE
     );
@@ -749,7 +749,7 @@ fn key_usage_wrap_and_persistence() {
     f.ok(R::Login {
         session: s,
         user_type: ck::CKU_USER,
-        pin: b"1234".to_vec(),
+        pin: b"1234".to_vec().into(),
     });
     match f.call(R::GetAttributeValue {
         session: s,

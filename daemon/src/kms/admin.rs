@@ -231,7 +231,7 @@ fn run(d: &Daemon, i: &Instance, cmd: AdminCommand) -> Result<AdminReply> {
             material,
             expires_unix,
         } => {
-            let material = Zeroizing::new(material);
+            // `SecretBytes`: wiped when dropped.
             import(d, i, &key, &import_token, &material, expires_unix)?;
             Ok(AdminReply::Key(describe(&*resolve(t, &key)?)))
         }

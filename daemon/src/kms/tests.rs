@@ -40,7 +40,7 @@ fn fixture() -> F {
     assert_eq!(
         call(R::InitToken {
             slot: 0,
-            so_pin: SO.to_vec(),
+            so_pin: SO.to_vec().into(),
             label: b"kms".to_vec()
         }),
         Response::Ok
@@ -55,14 +55,14 @@ fn fixture() -> F {
         call(R::Login {
             session: s,
             user_type: ck::CKU_SO,
-            pin: SO.to_vec()
+            pin: SO.to_vec().into()
         }),
         Response::Ok
     );
     assert_eq!(
         call(R::InitPin {
             session: s,
-            pin: b"1234".to_vec()
+            pin: b"1234".to_vec().into()
         }),
         Response::Ok
     );
@@ -71,7 +71,7 @@ fn fixture() -> F {
         call(R::Login {
             session: s,
             user_type: ck::CKU_USER,
-            pin: b"1234".to_vec()
+            pin: b"1234".to_vec().into()
         }),
         Response::Ok
     );
@@ -504,7 +504,7 @@ fn import_of_key_material() {
     let short = f.admin(C::Import {
         key: "byok".into(),
         import_token: p.import_token.clone(),
-        material: wrap(&[1; 16]),
+        material: wrap(&[1; 16]).into(),
         expires_unix: None,
     });
     assert!(
@@ -520,7 +520,7 @@ fn import_of_key_material() {
     let reused = f.admin(C::Import {
         key: "byok".into(),
         import_token: p.import_token.clone(),
-        material: wrap(&material),
+        material: wrap(&material).into(),
         expires_unix: None,
     });
     assert!(
@@ -537,7 +537,7 @@ fn import_of_key_material() {
     let garbage = f.admin(C::Import {
         key: "byok".into(),
         import_token: p.import_token.clone(),
-        material: vec![7; 256],
+        material: vec![7; 256].into(),
         expires_unix: None,
     });
     assert!(
@@ -554,7 +554,7 @@ fn import_of_key_material() {
     let done = f.key(C::Import {
         key: "byok".into(),
         import_token: p.import_token,
-        material: wrap(&material),
+        material: wrap(&material).into(),
         expires_unix: Some(super::now() + 3600),
     });
     assert_eq!(done.state, "Enabled");
@@ -596,7 +596,7 @@ fn import_of_key_material() {
     let other = f.admin(C::Import {
         key: "byok".into(),
         import_token: p.import_token,
-        material: wrap(&[0x43; 32]),
+        material: wrap(&[0x43; 32]).into(),
         expires_unix: None,
     });
     assert!(
@@ -613,7 +613,7 @@ fn import_of_key_material() {
     f.key(C::Import {
         key: "byok".into(),
         import_token: p.import_token,
-        material: wrap(&material),
+        material: wrap(&material).into(),
         expires_unix: None,
     });
     assert_eq!(f.encrypt(h, ecb(), &[0; 16]).expect("encrypt"), ct);
@@ -684,7 +684,7 @@ fn sm2pke_import_and_sm4_envelope() {
     let k = f.key(C::Import {
         key: "sm-byok".into(),
         import_token: p.import_token,
-        material: wrapped,
+        material: wrapped.into(),
         expires_unix: None,
     });
     assert_eq!(
@@ -821,13 +821,18 @@ fn import_tokens_survive_a_restart_and_stay_single_use() {
     let failed = f.admin(C::Import {
         key: "byok".into(),
         import_token: spent.import_token.clone(),
-        material: vec![7; 256],
+        material: vec![7; 256].into(),
         expires_unix: None,
     });
     assert!(matches!(failed, AdminReply::Failed { .. }), "{failed:?}");
 
     // Restart: a new daemon over the same data directory.
-    let F { _dir: dir, d, .. } = f;
+    // The application's sessions hold the token and so the store (and its
+    // lock): end them too, as the old process's exit would.
+    let F {
+        _dir: dir, d, app, ..
+    } = f;
+    drop(app);
     drop(d);
     let reopen = || {
         let mut cfg = Config::zero(dir.path().to_path_buf(), dir.path().join("sock"));
@@ -844,7 +849,7 @@ fn import_tokens_survive_a_restart_and_stay_single_use() {
             C::Import {
                 key: "byok".into(),
                 import_token: t.to_string(),
-                material: wrapped.clone(),
+                material: wrapped.clone().into(),
                 expires_unix: None,
             },
         )

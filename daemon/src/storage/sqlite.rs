@@ -1,16 +1,21 @@
 //! SQLite raw store: one database file per daemon, WAL journal,
-//! `synchronous=FULL`, one transaction per change set.
+//! `synchronous=FULL`, one transaction per change set. Opening it takes the
+//! data directory's [`StoreLock`], and creates or tightens the database
+//! files to 0600 (see [`super::datadir`]).
 
 use std::path::Path;
 
 use pkcs11_sys as ck;
 use rusqlite::{params, Connection};
 
+use super::datadir::{self, StoreLock};
 use super::{Change, RawStore, RecordKind, Row};
 use crate::error::{Error, Result};
 
 pub struct SqliteStore {
     conn: Connection,
+    /// Held as long as the store is open.
+    _lock: StoreLock,
 }
 
 fn db_err(e: rusqlite::Error) -> Error {
@@ -18,7 +23,32 @@ fn db_err(e: rusqlite::Error) -> Error {
 }
 
 impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, holding
+    /// `p11kms.lock` next to it for as long as the store lives.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Open an existing database only (offline tools: a missing database
+    /// is an error, never a new empty store).
+    pub fn open_existing(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, create: bool) -> Result<Self> {
+        if !create && !path.is_file() {
+            return Err(Error::new(
+                ck::CKR_DEVICE_ERROR,
+                format!("database {} does not exist", path.display()),
+            ));
+        }
+        let lock = StoreLock::acquire(&path.with_extension("lock"))?;
+        if create {
+            datadir::create_private(path)?;
+        }
+        for f in datadir::db_files(path) {
+            datadir::check_file(&f)?;
+        }
         let conn = Connection::open(path).map_err(db_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db_err)?;
@@ -36,7 +66,16 @@ impl SqliteStore {
              ) WITHOUT ROWID;",
         )
         .map_err(db_err)?;
-        Ok(SqliteStore { conn })
+        // Deleted and overwritten records are zeroed where that costs no
+        // extra I/O (they are sealed anyway; this keeps old blobs from
+        // lingering for a key that was rotated away).
+        conn.pragma_update(None, "secure_delete", "FAST")
+            .map_err(db_err)?;
+        // The WAL and SHM now exist (with the database's mode); check them.
+        for f in datadir::db_files(path) {
+            datadir::check_file(&f)?;
+        }
+        Ok(SqliteStore { conn, _lock: lock })
     }
 }
 
@@ -99,6 +138,13 @@ impl RawStore for SqliteStore {
         tx.commit().map_err(db_err)
     }
 
+    fn compact(&mut self) -> Result<()> {
+        self.conn.execute_batch("VACUUM;").map_err(db_err)?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(db_err)
+    }
+
     fn max_id(&mut self) -> Result<u64> {
         self.conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM records", [], |r| {
@@ -146,5 +192,36 @@ mod tests {
         .expect("wipe");
         assert!(s.load("a").expect("load").is_empty());
         assert_eq!(s.load("b").expect("load").len(), 1);
+        s.compact().expect("compact");
+        assert_eq!(s.load("b").expect("load").len(), 1);
+    }
+
+    #[test]
+    fn files_0600_and_one_opener_at_a_time() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("p11kms.db");
+        let mut s = SqliteStore::open(&db).expect("open");
+        s.apply(&[Change::Put(Row {
+            instance: "a".into(),
+            kind: RecordKind::Object,
+            id: 1,
+            blob: vec![1],
+        })])
+        .expect("put");
+        for f in datadir::db_files(&db) {
+            if let Ok(m) = std::fs::metadata(&f) {
+                assert_eq!(m.permissions().mode() & 0o777, 0o600, "{}", f.display());
+            }
+        }
+        assert!(
+            std::fs::metadata(dir.path().join("p11kms.db-wal")).is_ok(),
+            "WAL mode"
+        );
+        let e = SqliteStore::open(&db).err().expect("second opener refused");
+        assert!(e.msg.contains("in use"), "{}", e.msg);
+        drop(s);
+        SqliteStore::open_existing(&db).expect("free again");
+        assert!(SqliteStore::open_existing(&dir.path().join("none.db")).is_err());
     }
 }

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::mech::Registry;
-use crate::storage::{RecordKind, SealedStore};
+use crate::storage::{OpenedRecord, RecordKind, SealedStore};
 use object::{Attrs, Object};
 
 /// Persistent token state (sealed as record `Token/0`).
@@ -31,6 +31,54 @@ pub struct TokenState {
     pub so_failures: u32,
     pub user_failures: u32,
     pub serial: String,
+}
+
+impl TokenState {
+    /// The token record among an instance's loaded records.
+    pub fn from_records(instance: &str, records: &[OpenedRecord]) -> Result<Self> {
+        let (_, _, plain) = records
+            .iter()
+            .find(|(k, id, _)| *k == RecordKind::Token && *id == 0)
+            .ok_or_else(|| {
+                Error::new(
+                    ck::CKR_DEVICE_ERROR,
+                    format!("instance {instance} has no token record (it never started)"),
+                )
+            })?;
+        postcard::from_bytes(plain).map_err(|e| {
+            Error::new(
+                ck::CKR_DEVICE_ERROR,
+                format!("token record of {instance} is unreadable: {e}"),
+            )
+        })
+    }
+}
+
+/// `p11kms-recover reset-so-pin`: give an initialized token a new SO PIN
+/// and clear its failure count (a locked SO PIN cannot be unlocked through
+/// PKCS#11). Offline: the daemon must not be running; `records` are the
+/// instance's records as `store.load()` returned them.
+pub fn reset_so_pin(
+    instance: &str,
+    store: &SealedStore,
+    records: &[OpenedRecord],
+    new_pin: &[u8],
+) -> Result<()> {
+    pin::check_len(new_pin)?;
+    let mut state = TokenState::from_records(instance, records)?;
+    if !state.initialized || state.so_pin.is_none() {
+        return Err(Error::new(
+            ck::CKR_USER_PIN_NOT_INITIALIZED,
+            format!(
+                "the token of instance {instance} is not initialized: C_InitToken sets its SO PIN"
+            ),
+        ));
+    }
+    state.so_pin = Some(pin::hash(new_pin)?);
+    state.so_failures = 0;
+    let bytes =
+        Zeroizing::new(postcard::to_stdvec(&state).map_err(|e| Error::general(e.to_string()))?);
+    store.put(RecordKind::Token, 0, &bytes)
 }
 
 /// Objects with the indexes `C_FindObjects` uses (token objects of a
@@ -221,6 +269,8 @@ impl Token {
                     objects.insert(Arc::new(Object::new(id, Attrs::from_bytes(&plain)?)))
                 }
                 RecordKind::Import => imports.push((id, plain)),
+                // Kept by the store itself, never handed out.
+                RecordKind::Manifest => {}
             }
         }
         let state = match state {

@@ -294,3 +294,6 @@ impl App {
         self.connections.fetch_sub(1, Ordering::SeqCst) == 1
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,7 +47,10 @@ impl std::ops::Deref for Multipart {
 impl Multipart {
     /// Append one update's input, within the bounds.
     pub fn append(&mut self, more: &[u8], encrypt: bool) -> Result<()> {
-        let per_op = PER_OP.load(Ordering::Relaxed);
+        self.append_within(more, encrypt, PER_OP.load(Ordering::Relaxed))
+    }
+
+    fn append_within(&mut self, more: &[u8], encrypt: bool, per_op: usize) -> Result<()> {
         if self.data.len().saturating_add(more.len()) > per_op {
             return Err(Error::new(
                 if encrypt {
@@ -112,5 +115,17 @@ mod tests {
         assert_eq!(m.counted, 0);
         m.set(b"xy");
         assert_eq!(m.counted, 0, "single calls are not counted");
+    }
+
+    #[test]
+    fn per_operation_bound_has_the_direction_s_code() {
+        let mut m = Multipart::default();
+        m.append_within(&[0; 10], true, 16).expect("within");
+        let e = m.append_within(&[0; 7], true, 16).expect_err("beyond");
+        assert_eq!(e.rv, ck::CKR_DATA_LEN_RANGE);
+        let e = m.append_within(&[0; 7], false, 16).expect_err("beyond");
+        assert_eq!(e.rv, ck::CKR_ENCRYPTED_DATA_LEN_RANGE);
+        assert_eq!(m.len(), 10, "a refused update adds nothing");
+        m.append_within(&[0; 6], false, 16).expect("up to the bound");
     }
 }

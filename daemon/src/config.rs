@@ -85,6 +85,10 @@ pub struct Limits {
     /// Time a request frame has to arrive once its first byte came, and a
     /// response to be taken by the client.
     pub request_timeout_secs: u64,
+    /// Bytes of requests above 1 MiB being received or served at once, all
+    /// connections together (one uid at most half while others wait); a
+    /// request that finds no room waits, up to its request timeout.
+    pub max_request_bytes_in_flight: u64,
     /// Application contexts (one per `C_Initialize` of one process) of one uid.
     pub max_apps_per_uid: usize,
     /// Open sessions of one application (`CKR_SESSION_COUNT` beyond).
@@ -126,6 +130,7 @@ impl Default for Limits {
             handshake_timeout_ms: 3_000,
             idle_timeout_secs: 60,
             request_timeout_secs: 30,
+            max_request_bytes_in_flight: 512 * MIB,
             max_apps_per_uid: 1024,
             max_sessions_per_app: 1024,
             max_session_objects_per_app: 100_000,

@@ -90,12 +90,16 @@ pub fn payload_len(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
 
 /// Read one frame's payload into `buf` (reused between calls). Returns
 /// `FrameError::Closed` on a clean end of stream before the first byte.
-///
-/// The announced length is never allocated up front: `buf` grows as bytes
-/// arrive, to at most twice the bytes received so far (and at least
-/// [`FIRST_GROWTH`]), so its size is paid for by data the peer really sent.
-/// A buffer kept from an earlier, larger frame is reused as it is.
+/// [`read_len`] then [`read_body`], for callers that look at the length
+/// in between.
 pub fn read_payload<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<(), FrameError> {
+    let len = read_len(r)?;
+    read_body(r, buf, len)
+}
+
+/// Read a frame's length prefix, refused above [`MAX_FRAME`]. Returns
+/// `FrameError::Closed` on a clean end of stream before the first byte.
+pub fn read_len<R: Read>(r: &mut R) -> Result<usize, FrameError> {
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -107,7 +111,16 @@ pub fn read_payload<R: Read>(r: &mut R, buf: &mut Vec<u8>) -> Result<(), FrameEr
             Err(e) => return Err(e.into()),
         }
     }
-    let len = payload_len(prefix, MAX_FRAME)?;
+    payload_len(prefix, MAX_FRAME)
+}
+
+/// Read a payload of `len` bytes into `buf`.
+///
+/// The announced length is never allocated up front: `buf` grows as bytes
+/// arrive, to at most twice the bytes received so far (and at least
+/// [`FIRST_GROWTH`]), so its size is paid for by data the peer really sent.
+/// A buffer kept from an earlier, larger frame is reused as it is.
+pub fn read_body<R: Read>(r: &mut R, buf: &mut Vec<u8>, len: usize) -> Result<(), FrameError> {
     buf.clear();
     let mut filled = 0;
     while filled < len {

@@ -107,6 +107,31 @@ fn eventually(mut f: impl FnMut() -> u64) -> u64 {
     }
 }
 
+/// `max_request_bytes_in_flight`: a large request waits while another one
+/// holds the budget, and goes through once that one is gone (here: closed
+/// by its request timeout because it never finished sending).
+#[test]
+fn large_requests_wait_for_room_in_the_budget() {
+    let _g = serial();
+    let d = ConfDaemon::start(
+        "[limits]\nmax_request_bytes_in_flight = 4194304\nrequest_timeout_secs = 2\n",
+    );
+    let mut hog = hello(&d.socket());
+    hog.write_all(&(3u32 * 1024 * 1024).to_le_bytes()).expect("prefix");
+    hog.write_all(&[0u8; 1024]).expect("some body");
+    d.export_socket();
+    let ctx = context();
+    initialize(&ctx);
+    let slot = *ctx.get_slots_with_token().expect("slots").first().expect("slot");
+    let s = ctx.open_ro_session(slot).expect("C_OpenSession");
+    let data = vec![0x61u8; 3 * 1024 * 1024];
+    let digest = s.digest(&Mechanism::Sha256, &data).expect("C_Digest of 3 MiB");
+    assert_eq!(digest.len(), 32);
+    assert!(closed_within(&mut hog, 10), "the unfinished request was not closed");
+    drop(s);
+    let _ = ctx.finalize();
+}
+
 /// `max_sessions_per_app`: `C_OpenSession` past it answers
 /// `CKR_SESSION_COUNT`.
 #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use p11kms_protocol::frame::{self, FrameError};
 use p11kms_protocol::{Request, Response};
 
+use super::budget::{self, Budget};
 use super::counts::Permit;
 use crate::access::{App, Peer};
 use crate::daemon::{Closed, Daemon};
@@ -36,7 +37,7 @@ const LARGE_BUF_GRACE: Duration = Duration::from_millis(100);
 
 /// Serve `stream` for `app` until it ends; `permit` holds the connection's
 /// place under the caps until then.
-pub fn serve(d: &Daemon, stream: StdStream, app: Arc<App>, permit: Permit) {
+pub fn serve(d: &Daemon, stream: StdStream, app: Arc<App>, permit: Permit, budget: &Arc<Budget>) {
     let l = d.config.limits;
     let request_timeout = Duration::from_secs(l.request_timeout_secs);
     let idle = (l.idle_timeout_secs > 0).then(|| Duration::from_secs(l.idle_timeout_secs));
@@ -53,7 +54,7 @@ pub fn serve(d: &Daemon, stream: StdStream, app: Arc<App>, permit: Permit) {
                 request_timeout,
                 state: State::Waiting(Instant::now()),
             };
-            run(d, &app, reader, stream)
+            run(d, &app, reader, stream, budget)
         }
         Err(e) => {
             tracing::warn!(pid = peer.pid, "connection setup: {e}");
@@ -64,7 +65,13 @@ pub fn serve(d: &Daemon, stream: StdStream, app: Arc<App>, permit: Permit) {
     drop(permit);
 }
 
-fn run(d: &Daemon, app: &Arc<App>, reader: ConnReader, mut writer: StdStream) -> Closed {
+fn run(
+    d: &Daemon,
+    app: &Arc<App>,
+    reader: ConnReader,
+    mut writer: StdStream,
+    budget: &Arc<Budget>,
+) -> Closed {
     let peer = app.peer;
     let mut reader = BufReader::with_capacity(READ_BUF, reader);
     let mut buf = Vec::new();
@@ -77,11 +84,37 @@ fn run(d: &Daemon, app: &Arc<App>, reader: ConnReader, mut writer: StdStream) ->
             }
         }
         reader.get_mut().expect_request();
-        if let Err(e) = frame::read_payload(&mut reader, &mut buf) {
-            if reader.get_ref().idle_expired(&e) {
-                tracing::debug!(pid = peer.pid, uid = peer.uid, "idle connection closed");
-                return Closed::Idle;
+        let len = match frame::read_len(&mut reader) {
+            Ok(len) => len,
+            Err(e) => {
+                if reader.get_ref().idle_expired(&e) {
+                    tracing::debug!(pid = peer.pid, uid = peer.uid, "idle connection closed");
+                    return Closed::Idle;
+                }
+                log_frame_error(&peer, &e);
+                return Closed::ByClient;
             }
+        };
+        // Held until the answer is written (end of this iteration).
+        let _grant = if len > budget::LARGE {
+            let deadline = reader.get_ref().frame_deadline();
+            let max = d.config.limits.max_request_bytes_in_flight;
+            match budget.acquire(peer.uid, len as u64, max, deadline) {
+                Some(g) => Some(g),
+                None => {
+                    tracing::info!(
+                        pid = peer.pid,
+                        uid = peer.uid,
+                        "connection closed: a {len}-byte request found no room within \
+                         limits.max_request_bytes_in_flight before its request timeout"
+                    );
+                    return Closed::ByClient;
+                }
+            }
+        } else {
+            None
+        };
+        if let Err(e) = frame::read_body(&mut reader, &mut buf, len) {
             log_frame_error(&peer, &e);
             return Closed::ByClient;
         }
@@ -152,6 +185,14 @@ impl ConnReader {
     fn idle_expired(&self, e: &FrameError) -> bool {
         matches!(self.state, State::Waiting(_))
             && matches!(e, FrameError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
+    }
+
+    /// When the request being read must be complete.
+    fn frame_deadline(&self) -> Instant {
+        match self.state {
+            State::InFrame(deadline) => deadline,
+            State::Waiting(_) => Instant::now() + self.request_timeout,
+        }
     }
 
     fn readable_within(&self, wait: Duration) -> std::io::Result<bool> {

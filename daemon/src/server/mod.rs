@@ -11,6 +11,7 @@
 //! Only then, within `limits.max_connections[_per_uid]`, does it get a
 //! thread (docs/security.md, "Hostile clients").
 
+mod budget;
 mod conn;
 mod counts;
 pub mod socket;
@@ -36,6 +37,7 @@ const REAP_EVERY: Duration = Duration::from_secs(10);
 /// default `allowed_gids`).
 pub async fn serve(d: Arc<Daemon>, listener: tokio::net::UnixListener, socket_gid: u32) {
     let counts = Arc::new(Counts::default());
+    let budget = Arc::new(budget::Budget::default());
     let reaper = d.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(REAP_EVERY);
@@ -89,7 +91,7 @@ pub async fn serve(d: Arc<Daemon>, listener: tokio::net::UnixListener, socket_gi
             }
         };
         let d = d.clone();
-        tokio::spawn(handshake(d, stream, peer, permit, refusals.clone()));
+        tokio::spawn(handshake(d, stream, peer, permit, refusals.clone(), budget.clone()));
     }
 }
 
@@ -111,6 +113,7 @@ async fn handshake(
     peer: Peer,
     mut permit: counts::Permit,
     refusals: RateLimited,
+    budget: Arc<budget::Budget>,
 ) {
     let limits = d.config.limits;
     let timeout = Duration::from_millis(limits.handshake_timeout_ms);
@@ -192,7 +195,7 @@ async fn handshake(
     let app2 = app.clone();
     let spawned = std::thread::Builder::new()
         .name(format!("conn-{}", peer.pid))
-        .spawn(move || conn::serve(&d2, std_stream, app2, permit));
+        .spawn(move || conn::serve(&d2, std_stream, app2, permit, &budget));
     if let Err(e) = spawned {
         tracing::warn!("cannot start connection thread: {e}");
         d.detach(&app);

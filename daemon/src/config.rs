@@ -286,7 +286,10 @@ impl Config {
             }
         }
         if l.handshake_timeout_ms == 0 || l.request_timeout_secs == 0 {
-            return Err("limits.handshake_timeout_ms and limits.request_timeout_secs must be at least 1".into());
+            return Err(
+                "limits.handshake_timeout_ms and limits.request_timeout_secs must be at least 1"
+                    .into(),
+            );
         }
         if l.max_multipart_bytes < p11kms_protocol::MAX_DATA {
             tracing::warn!(
@@ -372,10 +375,9 @@ mod tests {
             "data_dir = \"/d\"\nsocket = \"/s\"\n[limits]\nmax_bogus = 1\n"
         )
         .is_err());
-        let zero: Config = toml::from_str(
-            "data_dir = \"/d\"\nsocket = \"/s\"\n[limits]\nmax_connections = 0\n",
-        )
-        .expect("parse");
+        let zero: Config =
+            toml::from_str("data_dir = \"/d\"\nsocket = \"/s\"\n[limits]\nmax_connections = 0\n")
+                .expect("parse");
         assert!(zero.validate().is_err());
     }
 

@@ -194,7 +194,10 @@ impl Daemon {
                 if apps.values().filter(|a| a.key.uid == key.uid).count() >= max {
                     return Err(Error::new(
                         vendor::CKR_P11KMS_QUOTA_EXCEEDED,
-                        format!("uid {} has {max} applications (limits.max_apps_per_uid)", key.uid),
+                        format!(
+                            "uid {} has {max} applications (limits.max_apps_per_uid)",
+                            key.uid
+                        ),
                     ));
                 }
             }
@@ -284,7 +287,10 @@ impl Daemon {
         if !app.admin {
             return Err(Error::new(
                 vendor::CKR_P11KMS_ACCESS_DENIED,
-                format!("uid {} may not read the daemon status (admin_uids/admin_gids)", app.peer.uid),
+                format!(
+                    "uid {} may not read the daemon status (admin_uids/admin_gids)",
+                    app.peer.uid
+                ),
             ));
         }
         Ok(self.status())

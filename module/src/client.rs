@@ -434,7 +434,8 @@ impl Client {
         let mut s =
             connect_timeout(&self.socket, HANDSHAKE_TIMEOUT).map_err(ConnectError::Connect)?;
         let uid = peer_uid(&s).map_err(ConnectError::Connect)?;
-        trusted_daemon(uid, &self.socket).map_err(|reason| ConnectError::Untrusted { uid, reason })?;
+        trusted_daemon(uid, &self.socket)
+            .map_err(|reason| ConnectError::Untrusted { uid, reason })?;
         s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(ConnectError::Connect)?;
         let hello = Request::Hello {

@@ -241,17 +241,17 @@ mod tests {
             buf.capacity()
         );
         // A complete large frame still arrives whole.
-        let big = Request::GenerateRandom {
-            session: 3,
-            len: 1,
-        };
+        let big = Request::GenerateRandom { session: 3, len: 1 };
         let mut wire = Vec::new();
         write_frame(&mut wire, &Response::Bytes(vec![5; 3 * 1024 * 1024])).expect("write");
         write_frame(&mut wire, &big).expect("write");
         let mut r = &wire[..];
         let mut buf = Vec::new();
         read_payload(&mut r, &mut buf).expect("big frame");
-        assert_eq!(decode::<Response>(&buf).expect("decode"), Response::Bytes(vec![5; 3 * 1024 * 1024]));
+        assert_eq!(
+            decode::<Response>(&buf).expect("decode"),
+            Response::Bytes(vec![5; 3 * 1024 * 1024])
+        );
         read_payload(&mut r, &mut buf).expect("next frame");
         assert_eq!(decode::<Request>(&buf).expect("decode"), big);
     }

@@ -76,9 +76,20 @@ fn foreign_uid_cannot_administer_or_lock_the_so_pin() {
     let raw = module();
     assert_rv(raw.initialize(), CKR_OK, "C_Initialize");
     let slot = raw.first_slot();
-    assert_eq!(raw.token_info(slot).flags & SO_LOCK_FLAGS, 0, "SO PIN flags");
+    assert_eq!(
+        raw.token_info(slot).flags & SO_LOCK_FLAGS,
+        0,
+        "SO PIN flags"
+    );
     let s = raw.open_rw(slot);
-    let rv = p11!(raw, C_Login, s, CKU_SO, SO_PIN.as_ptr() as *mut u8, SO_PIN.len() as CK_ULONG);
+    let rv = p11!(
+        raw,
+        C_Login,
+        s,
+        CKU_SO,
+        SO_PIN.as_ptr() as *mut u8,
+        SO_PIN.len() as CK_ULONG
+    );
     assert_rv(rv, CKR_OK, "C_Login(CKU_SO) as root with the right PIN");
     assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
     let mut c = hello(&d.socket());
@@ -107,7 +118,11 @@ fn wrong_admin_pins_back_off_instead_of_locking() {
     std::env::set_var("P11KMS_SOCKET", d.socket());
     let raw = module();
     assert_rv(raw.initialize(), CKR_OK, "C_Initialize");
-    assert_eq!(raw.token_info(raw.first_slot()).flags & SO_LOCK_FLAGS, 0, "SO PIN flags");
+    assert_eq!(
+        raw.token_info(raw.first_slot()).flags & SO_LOCK_FLAGS,
+        0,
+        "SO PIN flags"
+    );
     assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
 }
 
@@ -134,14 +149,21 @@ fn module_talks_only_to_a_trusted_daemon_uid() {
     let out = run_as(0, "child_initialize", &[("P11KMS_SOCKET", &sock)]);
     assert_eq!(result(&out, "initialize"), format!("{CKR_DEVICE_ERROR:#x}"));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("served by uid 65534"), "module log: {stderr}");
+    assert!(
+        stderr.contains("served by uid 65534"),
+        "module log: {stderr}"
+    );
     assert_eq!(fake.requests(), 0, "no hello reached the untrusted daemon");
     let out = run_as(
         0,
         "child_initialize",
         &[("P11KMS_SOCKET", &sock), ("P11KMS_DAEMON_UID", "65534")],
     );
-    assert_eq!(result(&out, "initialize"), "0x0", "uid named by P11KMS_DAEMON_UID");
+    assert_eq!(
+        result(&out, "initialize"),
+        "0x0",
+        "uid named by P11KMS_DAEMON_UID"
+    );
     drop(fake);
 
     // The daemon's own directory (owned by it, not writable by others).
@@ -152,7 +174,11 @@ fn module_talks_only_to_a_trusted_daemon_uid() {
     let fake = FakeDaemon::start(&owned);
     let sock = owned.display().to_string();
     let out = run_as(0, "child_initialize", &[("P11KMS_SOCKET", &sock)]);
-    assert_eq!(result(&out, "initialize"), "0x0", "owner of a 0755 socket directory");
+    assert_eq!(
+        result(&out, "initialize"),
+        "0x0",
+        "owner of a 0755 socket directory"
+    );
     drop(fake);
 }
 
@@ -171,7 +197,10 @@ impl FakeDaemon {
         );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !socket.exists() {
-            assert!(std::time::Instant::now() < deadline, "fake daemon did not listen");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fake daemon did not listen"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         FakeDaemon {
@@ -243,7 +272,14 @@ fn child_foreign_client() {
         ));
     }
     codes.dedup();
-    report("login_so", codes.iter().map(|c| format!("{c:#x}")).collect::<Vec<_>>().join(","));
+    report(
+        "login_so",
+        codes
+            .iter()
+            .map(|c| format!("{c:#x}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     let rv = p11!(
         raw,
         C_Login,
@@ -260,11 +296,25 @@ fn child_foreign_client() {
     let mut c = hello(&socket);
     let mut codes = Vec::new();
     for _ in 0..5 {
-        codes.push(admin(&mut c, WRONG_SO_PIN, AdminCommand::KeyList).err().unwrap_or(0));
+        codes.push(
+            admin(&mut c, WRONG_SO_PIN, AdminCommand::KeyList)
+                .err()
+                .unwrap_or(0),
+        );
     }
     codes.dedup();
-    report("admin", codes.iter().map(|c| format!("{c:#x}")).collect::<Vec<_>>().join(","));
-    report("status", format!("{:#x}", status(&mut c).err().unwrap_or(0)));
+    report(
+        "admin",
+        codes
+            .iter()
+            .map(|c| format!("{c:#x}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    report(
+        "status",
+        format!("{:#x}", status(&mut c).err().unwrap_or(0)),
+    );
     raw.finalize();
 }
 
@@ -284,7 +334,11 @@ fn child_fake_daemon() {
         std::thread::spawn(move || {
             if let Ok(Request::Hello { .. }) = read_frame::<_, Request>(&mut c) {
                 use std::io::Write;
-                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&count) {
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&count)
+                {
                     let _ = f.write_all(b"h");
                 }
                 let _ = write_frame(

@@ -104,7 +104,7 @@ impl Attack {
             let mut round = 0usize;
             while !stop2.load(Ordering::Relaxed) {
                 for (s, bytes, every) in slow.iter_mut() {
-                    if round % *every == 0 {
+                    if round.is_multiple_of(*every) {
                         if let Some(b) = bytes.get(round / *every) {
                             let _ = s.write_all(&[*b]);
                         }
@@ -184,7 +184,11 @@ impl Honest {
 
     fn finish(mut self) -> (u64, u64, Vec<Duration>) {
         self.stop.store(true, Ordering::Relaxed);
-        let lat = self.worker.take().map(|w| w.join().expect("honest")).unwrap_or_default();
+        let lat = self
+            .worker
+            .take()
+            .map(|w| w.join().expect("honest"))
+            .unwrap_or_default();
         (
             self.ok.load(Ordering::Relaxed),
             self.failed.load(Ordering::Relaxed),
@@ -238,7 +242,10 @@ fn thousand_hostile_connections_cost_little_and_honest_client_keeps_working() {
         "daemon RSS {} MiB under {n} hostile connections (limit 200 MiB)",
         rss / 1024
     );
-    assert_eq!(failed, 0, "honest C_GenerateRandom calls failed during the attack");
+    assert_eq!(
+        failed, 0,
+        "honest C_GenerateRandom calls failed during the attack"
+    );
     assert!(ok > 0, "the honest client made no call");
     drop(attack);
     let mut buf = [0u8; 32];

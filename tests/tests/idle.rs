@@ -56,24 +56,43 @@ fn idle_application_keeps_its_login_and_objects() {
     // Idle past the timeout: the daemon closes the module's connection
     // (its thread ends) and parks the application.
     let seen = wait_for(&d, |(_, conns)| conns == 0);
-    assert_eq!(seen, (1, 0), "(applications, connections) after the idle timeout");
+    assert_eq!(
+        seen,
+        (1, 0),
+        "(applications, connections) after the idle timeout"
+    );
 
     // The next calls reconnect transparently and find everything.
     let mut info = CK_SESSION_INFO::default();
-    assert_rv(p11!(raw, C_GetSessionInfo, s, &mut info), CKR_OK, "C_GetSessionInfo");
-    assert_eq!(info.state, CKS_RW_USER_FUNCTIONS, "still logged in as the user");
+    assert_rv(
+        p11!(raw, C_GetSessionInfo, s, &mut info),
+        CKR_OK,
+        "C_GetSessionInfo",
+    );
+    assert_eq!(
+        info.state, CKS_RW_USER_FUNCTIONS,
+        "still logged in as the user"
+    );
     let mut find = Template::new().bytes(CKA_LABEL, b"idle-survivor");
     let found = raw.find(s, &mut find);
     assert_eq!(found.len(), 1, "the private session object is still there");
     assert_eq!(raw.attr(s, found[0], CKA_VALUE).expect("value"), b"kept");
     let mut buf = [0u8; 32];
-    assert_rv(p11!(raw, C_GenerateRandom, s, buf.as_mut_ptr(), 32), CKR_OK, "C_GenerateRandom");
+    assert_rv(
+        p11!(raw, C_GenerateRandom, s, buf.as_mut_ptr(), 32),
+        CKR_OK,
+        "C_GenerateRandom",
+    );
     assert_eq!(wait_for(&d, |v| v == (1, 1)), (1, 1), "reconnected");
 
     // Idle again, then C_Finalize: the parked context ends too.
     assert_eq!(wait_for(&d, |(_, c)| c == 0), (1, 0));
     assert_rv(raw.finalize(), CKR_OK, "C_Finalize");
-    assert_eq!(wait_for(&d, |(a, _)| a == 0), (0, 0), "context ended by C_Finalize");
+    assert_eq!(
+        wait_for(&d, |(a, _)| a == 0),
+        (0, 0),
+        "context ended by C_Finalize"
+    );
 }
 
 /// A process that goes away while its application is parked: the daemon
@@ -83,8 +102,16 @@ fn parked_application_of_a_dead_process_ends() {
     let _g = serial();
     let d = ConfDaemon::start("[limits]\nidle_timeout_secs = 1\n");
     let sock = d.socket().display().to_string();
-    let out = run_as(0, "child_open_session_and_idle", &[("P11KMS_SOCKET", &sock)]);
-    assert_eq!(result(&out, "parked"), "1", "child saw its application parked");
+    let out = run_as(
+        0,
+        "child_open_session_and_idle",
+        &[("P11KMS_SOCKET", &sock)],
+    );
+    assert_eq!(
+        result(&out, "parked"),
+        "1",
+        "child saw its application parked"
+    );
     // The daemon checks parked applications every 10 s.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut left = apps_and_connections(&d);
@@ -92,7 +119,11 @@ fn parked_application_of_a_dead_process_ends() {
         std::thread::sleep(Duration::from_millis(250));
         left = apps_and_connections(&d);
     }
-    assert_eq!(left, (0, 0), "(applications, connections) after the process exited");
+    assert_eq!(
+        left,
+        (0, 0),
+        "(applications, connections) after the process exited"
+    );
 }
 
 /// Child: open a session, wait until the daemon parked the application,

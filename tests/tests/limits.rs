@@ -44,8 +44,14 @@ fn silent_slow_and_idle_connections_are_closed() {
         })
     };
     assert!(closed_within(&mut no_hello, 10), "no handshake: not closed");
-    assert!(closed_within(&mut idle, 10), "idle after the handshake: not closed");
-    assert!(closed_within(&mut slow, 10), "request trickling in: not closed");
+    assert!(
+        closed_within(&mut idle, 10),
+        "idle after the handshake: not closed"
+    );
+    assert!(
+        closed_within(&mut slow, 10),
+        "request trickling in: not closed"
+    );
     let _ = trickle.join();
     // The daemon still serves.
     let mut c = hello(&d.socket());
@@ -69,7 +75,11 @@ fn connections_per_uid_are_capped() {
     );
     d.export_socket();
     let raw = module();
-    assert_rv(raw.initialize(), CKR_DEVICE_ERROR, "C_Initialize at the cap");
+    assert_rv(
+        raw.initialize(),
+        CKR_DEVICE_ERROR,
+        "C_Initialize at the cap",
+    );
     held.pop();
     // The daemon notices the close on its own thread: allow it a moment.
     let rv = eventually(|| raw.initialize());
@@ -117,17 +127,27 @@ fn large_requests_wait_for_room_in_the_budget() {
         "[limits]\nmax_request_bytes_in_flight = 4194304\nrequest_timeout_secs = 2\n",
     );
     let mut hog = hello(&d.socket());
-    hog.write_all(&(3u32 * 1024 * 1024).to_le_bytes()).expect("prefix");
+    hog.write_all(&(3u32 * 1024 * 1024).to_le_bytes())
+        .expect("prefix");
     hog.write_all(&[0u8; 1024]).expect("some body");
     d.export_socket();
     let ctx = context();
     initialize(&ctx);
-    let slot = *ctx.get_slots_with_token().expect("slots").first().expect("slot");
+    let slot = *ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .first()
+        .expect("slot");
     let s = ctx.open_ro_session(slot).expect("C_OpenSession");
     let data = vec![0x61u8; 3 * 1024 * 1024];
-    let digest = s.digest(&Mechanism::Sha256, &data).expect("C_Digest of 3 MiB");
+    let digest = s
+        .digest(&Mechanism::Sha256, &data)
+        .expect("C_Digest of 3 MiB");
     assert_eq!(digest.len(), 32);
-    assert!(closed_within(&mut hog, 10), "the unfinished request was not closed");
+    assert!(
+        closed_within(&mut hog, 10),
+        "the unfinished request was not closed"
+    );
     drop(s);
     let _ = ctx.finalize();
 }
@@ -141,16 +161,24 @@ fn sessions_per_application_are_capped() {
     d.export_socket();
     let ctx = context();
     initialize(&ctx);
-    let slot = *ctx.get_slots_with_token().expect("slots").first().expect("slot");
+    let slot = *ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .first()
+        .expect("slot");
     let sessions: Vec<_> = (0..4)
-        .map(|_| ctx.open_ro_session(slot).expect("C_OpenSession within the cap"))
+        .map(|_| {
+            ctx.open_ro_session(slot)
+                .expect("C_OpenSession within the cap")
+        })
         .collect();
     match ctx.open_ro_session(slot) {
         Err(CkError::Pkcs11(RvError::SessionCount, _)) => {}
         other => panic!("5th session: {:?}", other.map(|_| "opened")),
     }
     drop(sessions);
-    ctx.open_ro_session(slot).expect("C_OpenSession after closing");
+    ctx.open_ro_session(slot)
+        .expect("C_OpenSession after closing");
     let _ = ctx.finalize();
 }
 
@@ -179,7 +207,8 @@ fn multipart_gcm_input_is_capped() {
         .expect("C_GenerateKey");
     let mut iv = [7u8; 12];
     let params = GcmParams::new(&mut iv, &[], 128.into()).expect("params");
-    s.decrypt_init(&Mechanism::AesGcm(params), key).expect("C_DecryptInit");
+    s.decrypt_init(&Mechanism::AesGcm(params), key)
+        .expect("C_DecryptInit");
     let chunk = vec![0u8; 600 * 1024];
     s.decrypt_update(&chunk).expect("first 600 KiB");
     match s.decrypt_update(&chunk) {

@@ -22,7 +22,10 @@ fn regular_file_at_the_socket_path_is_refused_and_kept() {
         "log says why:\n{}",
         d.log()
     );
-    assert_eq!(std::fs::read(d.socket()).expect("file kept"), b"precious data");
+    assert_eq!(
+        std::fs::read(d.socket()).expect("file kept"),
+        b"precious data"
+    );
 }
 
 #[test]
@@ -53,7 +56,11 @@ fn socket_appears_with_its_final_mode() {
     d.spawn();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&path).is_err() {
-        assert!(std::time::Instant::now() < deadline, "daemon did not listen:\n{}", d.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon did not listen:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let events: Vec<u32> = watch
@@ -63,7 +70,9 @@ fn socket_appears_with_its_final_mode() {
         .map(|(_, mask)| mask)
         .collect();
     assert!(
-        events.iter().any(|m| m & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0),
+        events
+            .iter()
+            .any(|m| m & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0),
         "the socket never appeared: {events:x?}"
     );
     assert!(
@@ -114,7 +123,10 @@ impl Inotify {
                     unsafe { std::ptr::read_unaligned(buf[off..].as_ptr().cast()) };
                 let name = &buf[off + hdr..off + hdr + ev.len as usize];
                 let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
-                out.push((std::ffi::OsStr::from_bytes(&name[..end]).to_os_string(), ev.mask));
+                out.push((
+                    std::ffi::OsStr::from_bytes(&name[..end]).to_os_string(),
+                    ev.mask,
+                ));
                 off += hdr + ev.len as usize;
             }
         }

@@ -46,7 +46,11 @@ impl Backoff {
         if let Some(at) = st.next_try {
             let wait = at.saturating_duration_since(Instant::now()).min(max);
             if !wait.is_zero() {
-                tracing::info!(uid, failures = st.failures, "admin PIN back-off: waiting {wait:?}");
+                tracing::info!(
+                    uid,
+                    failures = st.failures,
+                    "admin PIN back-off: waiting {wait:?}"
+                );
                 std::thread::sleep(wait);
             }
         }
@@ -106,7 +110,11 @@ mod tests {
         assert_eq!(b.failures(8), 0, "per uid");
         let t = Instant::now();
         assert!(b.attempt(7, base, max, || true));
-        assert!(t.elapsed() >= Duration::from_millis(70), "waited {:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(70),
+            "waited {:?}",
+            t.elapsed()
+        );
         assert_eq!(b.failures(7), 0, "a right PIN clears the count");
     }
 }

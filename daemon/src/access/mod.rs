@@ -58,8 +58,7 @@ impl SessionObjects {
         self.owner.remove(&handle);
         match self.index.remove(handle) {
             Some(o) => {
-                self.token
-                    .release_session_object(1, o.attrs().size());
+                self.token.release_session_object(1, o.attrs().size());
                 true
             }
             None => false,
@@ -215,13 +214,11 @@ impl App {
             ));
         }
         token.reserve_session_object(1, size, &self.limits)?;
-        let so = objs
-            .entry(token.slot)
-            .or_insert_with(|| SessionObjects {
-                index: Objects::default(),
-                owner: HashMap::new(),
-                token: token.clone(),
-            });
+        let so = objs.entry(token.slot).or_insert_with(|| SessionObjects {
+            index: Objects::default(),
+            owner: HashMap::new(),
+            token: token.clone(),
+        });
         so.owner.insert(o.id, owner);
         so.index.insert(o);
         Ok(())
@@ -250,7 +247,8 @@ impl App {
         match objs.get_mut(&slot) {
             Some(so) => {
                 if new > old {
-                    so.token.reserve_session_object(0, new - old, &self.limits)?;
+                    so.token
+                        .reserve_session_object(0, new - old, &self.limits)?;
                 } else {
                     so.token.release_session_object(0, old - new);
                 }

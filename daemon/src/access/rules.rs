@@ -31,7 +31,10 @@ pub fn may_connect(c: &Config, peer: &Peer, socket_gid: u32) -> bool {
     if peer.uid == 0 || peer.uid == daemon_uid() {
         return true;
     }
-    if c.allowed_uids.as_ref().is_some_and(|u| u.contains(&peer.uid)) {
+    if c.allowed_uids
+        .as_ref()
+        .is_some_and(|u| u.contains(&peer.uid))
+    {
         return true;
     }
     match &c.allowed_gids {
@@ -153,10 +156,15 @@ mod tests {
 
     #[test]
     fn configured_lists_replace_the_group_default() {
-        let c = config("allowed_uids = [1000]\nallowed_gids = [77]\nadmin_uids = [1000]\nadmin_gids = [88]\n");
+        let c = config(
+            "allowed_uids = [1000]\nallowed_gids = [77]\nadmin_uids = [1000]\nadmin_gids = [88]\n",
+        );
         assert!(may_connect(&c, &peer(1000, 1), 4242));
         assert!(may_connect(&c, &peer(2000, 77), 4242));
-        assert!(!may_connect(&c, &peer(2000, 4242), 4242), "socket group no longer implied");
+        assert!(
+            !may_connect(&c, &peer(2000, 4242), 4242),
+            "socket group no longer implied"
+        );
         assert!(may_administer(&c, &peer(1000, 1)));
         assert!(may_administer(&c, &peer(2000, 88)));
         assert!(!may_administer(&c, &peer(2000, 77)));
@@ -166,10 +174,16 @@ mod tests {
 
     #[test]
     fn proc_parsing() {
-        let status = "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nGroups:\t4 24 27 \n";
+        let status =
+            "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nGroups:\t4 24 27 \n";
         assert_eq!(parse_status_groups(status, 1000), Some(vec![4, 24, 27]));
-        assert_eq!(parse_status_groups(status, 1001), None, "another uid's process");
-        let stat = "123 (a b) c) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(
+            parse_status_groups(status, 1001),
+            None,
+            "another uid's process"
+        );
+        let stat =
+            "123 (a b) c) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
         assert_eq!(parse_stat_start(stat), Some(987_654));
         let me = std::process::id();
         assert!(process_start(me).is_some());

@@ -32,26 +32,31 @@ fn fixture(tune: impl FnOnce(&mut Config)) -> F {
         },
         Peer::default(),
     );
-    let f = F {
-        _dir: dir,
-        d,
-        root,
-    };
-    f.ok(&f.root, R::InitToken {
-        slot: 0,
-        so_pin: SO.to_vec(),
-        label: b"t".to_vec(),
-    });
+    let f = F { _dir: dir, d, root };
+    f.ok(
+        &f.root,
+        R::InitToken {
+            slot: 0,
+            so_pin: SO.to_vec(),
+            label: b"t".to_vec(),
+        },
+    );
     let s = f.open(&f.root);
-    f.ok(&f.root, R::Login {
-        session: s,
-        user_type: ck::CKU_SO,
-        pin: SO.to_vec(),
-    });
-    f.ok(&f.root, R::InitPin {
-        session: s,
-        pin: USER.to_vec(),
-    });
+    f.ok(
+        &f.root,
+        R::Login {
+            session: s,
+            user_type: ck::CKU_SO,
+            pin: SO.to_vec(),
+        },
+    );
+    f.ok(
+        &f.root,
+        R::InitPin {
+            session: s,
+            pin: USER.to_vec(),
+        },
+    );
     f.ok(&f.root, R::CloseSession { session: s });
     f
 }
@@ -59,7 +64,11 @@ fn fixture(tune: impl FnOnce(&mut Config)) -> F {
 impl F {
     /// An application of a uid that is neither root nor the daemon's.
     fn foreign(&self) -> Arc<App> {
-        assert_ne!(super::rules::daemon_uid(), 65534, "tests run as another uid");
+        assert_ne!(
+            super::rules::daemon_uid(),
+            65534,
+            "tests run as another uid"
+        );
         self.d.attach(
             AppKey {
                 app_id: [2; 16],
@@ -133,8 +142,7 @@ impl F {
     }
 }
 
-const LOCK_FLAGS: u64 =
-    ck::CKF_SO_PIN_LOCKED | ck::CKF_SO_PIN_FINAL_TRY | ck::CKF_SO_PIN_COUNT_LOW;
+const LOCK_FLAGS: u64 = ck::CKF_SO_PIN_LOCKED | ck::CKF_SO_PIN_FINAL_TRY | ck::CKF_SO_PIN_COUNT_LOW;
 
 #[test]
 fn a_foreign_uid_cannot_administer_or_touch_the_so_pin() {
@@ -174,11 +182,14 @@ fn a_foreign_uid_cannot_administer_or_touch_the_so_pin() {
     }
     assert_eq!(f.token_flags() & LOCK_FLAGS, 0, "no SO PIN failure counted");
     // Everything else works for the foreign uid.
-    f.ok(&app, R::Login {
-        session: s,
-        user_type: ck::CKU_USER,
-        pin: USER.to_vec(),
-    });
+    f.ok(
+        &app,
+        R::Login {
+            session: s,
+            user_type: ck::CKU_USER,
+            pin: USER.to_vec(),
+        },
+    );
     assert!(matches!(
         f.call(&app, R::GenerateRandom { session: s, len: 16 }),
         Response::Bytes(b) if b.len() == 16
@@ -200,7 +211,11 @@ fn wrong_admin_pins_back_off_and_never_lock() {
     }
     assert_eq!(f.d.admin_backoff.failures(0), 4);
     assert_eq!(f.token_flags() & LOCK_FLAGS, 0, "the token counted nothing");
-    assert_eq!(f.admin(&f.root, SO), Ok(()), "right PIN after more failures than the lockout");
+    assert_eq!(
+        f.admin(&f.root, SO),
+        Ok(()),
+        "right PIN after more failures than the lockout"
+    );
     assert_eq!(f.d.admin_backoff.failures(0), 0);
 }
 
@@ -209,11 +224,14 @@ fn admin_path_honours_a_pin_locked_through_pkcs11() {
     let f = fixture(|c| c.instances[0].max_pin_failures = 2);
     let s = f.open(&f.root);
     for _ in 0..2 {
-        f.err(&f.root, R::Login {
-            session: s,
-            user_type: ck::CKU_SO,
-            pin: b"00000000".to_vec(),
-        });
+        f.err(
+            &f.root,
+            R::Login {
+                session: s,
+                user_type: ck::CKU_SO,
+                pin: b"00000000".to_vec(),
+            },
+        );
     }
     assert_ne!(f.token_flags() & ck::CKF_SO_PIN_LOCKED, 0);
     assert_eq!(f.admin(&f.root, SO), Err(ck::CKR_PIN_LOCKED));
@@ -243,18 +261,31 @@ fn sessions_and_session_objects_are_bounded_per_application() {
         ck::CKR_SESSION_COUNT
     );
     let big = f.data_object(&app, s1, false, 2000);
-    assert_eq!(big, Response::Error(ck::CKR_DEVICE_MEMORY), "bytes per application");
+    assert_eq!(
+        big,
+        Response::Error(ck::CKR_DEVICE_MEMORY),
+        "bytes per application"
+    );
     let Response::Handle(a) = f.data_object(&app, s1, false, 10) else {
         panic!("first object")
     };
-    assert!(matches!(f.data_object(&app, s1, false, 10), Response::Handle(_)));
+    assert!(matches!(
+        f.data_object(&app, s1, false, 10),
+        Response::Handle(_)
+    ));
     assert_eq!(
         f.data_object(&app, s1, false, 10),
         Response::Error(ck::CKR_DEVICE_MEMORY),
         "objects per application"
     );
     assert_eq!(f.d.instances[0].token.session_object_usage().0, 2);
-    f.ok(&app, R::DestroyObject { session: s1, object: a });
+    f.ok(
+        &app,
+        R::DestroyObject {
+            session: s1,
+            object: a,
+        },
+    );
     let Response::Handle(b) = f.data_object(&app, s1, false, 10) else {
         panic!("room again after C_DestroyObject")
     };
@@ -272,7 +303,10 @@ fn sessions_and_session_objects_are_bounded_per_application() {
     );
     // Another application has its own allowance.
     let s = f.open(&f.root);
-    assert!(matches!(f.data_object(&f.root, s, false, 10), Response::Handle(_)));
+    assert!(matches!(
+        f.data_object(&f.root, s, false, 10),
+        Response::Handle(_)
+    ));
     // Closing sessions gives the instance-wide count back.
     f.ok(&app, R::CloseAllSessions { slot: 0 });
     f.ok(&f.root, R::CloseAllSessions { slot: 0 });
@@ -292,21 +326,36 @@ fn instance_bounds_cover_every_application_and_token_objects() {
     let s = f.open(&app);
     let r = f.open(&f.root);
     for _ in 0..2 {
-        assert!(matches!(f.data_object(&app, s, false, 10), Response::Handle(_)));
+        assert!(matches!(
+            f.data_object(&app, s, false, 10),
+            Response::Handle(_)
+        ));
     }
-    assert!(matches!(f.data_object(&f.root, r, false, 10), Response::Handle(_)));
+    assert!(matches!(
+        f.data_object(&f.root, r, false, 10),
+        Response::Handle(_)
+    ));
     assert_eq!(
         f.data_object(&f.root, r, false, 10),
         Response::Error(ck::CKR_DEVICE_MEMORY),
         "session objects per instance, across applications"
     );
-    f.ok(&f.root, R::Login {
-        session: r,
-        user_type: ck::CKU_USER,
-        pin: USER.to_vec(),
-    });
-    assert!(matches!(f.data_object(&f.root, r, true, 10), Response::Handle(_)));
-    assert!(matches!(f.data_object(&f.root, r, true, 10), Response::Handle(_)));
+    f.ok(
+        &f.root,
+        R::Login {
+            session: r,
+            user_type: ck::CKU_USER,
+            pin: USER.to_vec(),
+        },
+    );
+    assert!(matches!(
+        f.data_object(&f.root, r, true, 10),
+        Response::Handle(_)
+    ));
+    assert!(matches!(
+        f.data_object(&f.root, r, true, 10),
+        Response::Handle(_)
+    ));
     assert_eq!(
         f.data_object(&f.root, r, true, 10),
         Response::Error(ck::CKR_DEVICE_MEMORY),

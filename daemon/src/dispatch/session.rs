@@ -120,7 +120,10 @@ pub fn login(app: &App, handle: u64, user_type: u64, pin: &[u8]) -> Result<Respo
     if who == User::So && !app.admin {
         return Err(Error::new(
             p11kms_protocol::vendor::CKR_P11KMS_ACCESS_DENIED,
-            format!("uid {} may not log in as SO (admin_uids/admin_gids)", app.peer.uid),
+            format!(
+                "uid {} may not log in as SO (admin_uids/admin_gids)",
+                app.peer.uid
+            ),
         ));
     }
     match app.login_state(slot) {

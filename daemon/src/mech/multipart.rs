@@ -126,6 +126,7 @@ mod tests {
         let e = m.append_within(&[0; 7], false, 16).expect_err("beyond");
         assert_eq!(e.rv, ck::CKR_ENCRYPTED_DATA_LEN_RANGE);
         assert_eq!(m.len(), 10, "a refused update adds nothing");
-        m.append_within(&[0; 6], false, 16).expect("up to the bound");
+        m.append_within(&[0; 6], false, 16)
+            .expect("up to the bound");
     }
 }

@@ -123,7 +123,9 @@ mod tests {
         let d = b.acquire(3, 10, 100, soon()).expect("room again");
         drop((c, d));
         assert_eq!(b.in_flight(), 0);
-        let huge = b.acquire(4, 500, 100, soon()).expect("alone, even past the budget");
+        let huge = b
+            .acquire(4, 500, 100, soon())
+            .expect("alone, even past the budget");
         drop(huge);
     }
 

@@ -140,7 +140,11 @@ fn run(
             }
         };
         if let Err(e) = writer.write_all(&bytes) {
-            tracing::info!(pid = peer.pid, uid = peer.uid, "connection closed while answering: {e}");
+            tracing::info!(
+                pid = peer.pid,
+                uid = peer.uid,
+                "connection closed while answering: {e}"
+            );
             return Closed::ByClient;
         }
     }
@@ -205,7 +209,9 @@ impl Read for ConnReader {
         if !spin_until_readable(&self.stream, self.spin_us) {
             let wait = match self.state {
                 State::Waiting(since) => self.idle.map(|i| i.saturating_sub(since.elapsed())),
-                State::InFrame(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
+                State::InFrame(deadline) => {
+                    Some(deadline.saturating_duration_since(Instant::now()))
+                }
             };
             if !poll_readable(&self.stream, wait)? {
                 return Err(std::io::ErrorKind::TimedOut.into());

@@ -150,7 +150,9 @@ mod tests {
         assert_eq!(b.promote(&l).err(), Some(Full::ConnectionsOfUid));
         d.promote(&l).expect("serve d");
         assert_eq!(c.totals(), (1, 2));
-        let mut e = c.handshake(3, &l).expect("handshake places freed by promotion");
+        let mut e = c
+            .handshake(3, &l)
+            .expect("handshake places freed by promotion");
         assert_eq!(e.promote(&l).err(), Some(Full::Connections));
         drop((a, b, d, e));
         assert_eq!(c.totals(), (0, 0));

@@ -91,7 +91,14 @@ pub async fn serve(d: Arc<Daemon>, listener: tokio::net::UnixListener, socket_gi
             }
         };
         let d = d.clone();
-        tokio::spawn(handshake(d, stream, peer, permit, refusals.clone(), budget.clone()));
+        tokio::spawn(handshake(
+            d,
+            stream,
+            peer,
+            permit,
+            refusals.clone(),
+            budget.clone(),
+        ));
     }
 }
 
@@ -159,7 +166,12 @@ async fn handshake(
             "connection of uid {} (pid {}) refused after its handshake: {full} reached",
             peer.uid, peer.pid
         ));
-        let _ = answer(&mut stream, Response::Error(vendor::CKR_P11KMS_QUOTA_EXCEEDED), timeout).await;
+        let _ = answer(
+            &mut stream,
+            Response::Error(vendor::CKR_P11KMS_QUOTA_EXCEEDED),
+            timeout,
+        )
+        .await;
         return;
     }
     // The kernel's pid, not the one the client claims, identifies the app.
@@ -171,7 +183,10 @@ async fn handshake(
     let app = match d.attach_checked(key, peer) {
         Ok(a) => a,
         Err(e) => {
-            refusals.warn(format_args!("connection of pid {} refused: {}", peer.pid, e.msg));
+            refusals.warn(format_args!(
+                "connection of pid {} refused: {}",
+                peer.pid, e.msg
+            ));
             let _ = answer(&mut stream, Response::Error(e.rv), timeout).await;
             return;
         }

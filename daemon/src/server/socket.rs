@@ -83,13 +83,19 @@ fn clear_stale(path: &Path) -> io::Result<()> {
         } else {
             "not a socket"
         };
-        return Err(refuse(path, format_args!("exists and is {kind}, not a socket")));
+        return Err(refuse(
+            path,
+            format_args!("exists and is {kind}, not a socket"),
+        ));
     }
     let me = crate::access::rules::daemon_uid();
     if meta.uid() != me {
         return Err(refuse(
             path,
-            format_args!("is a socket owned by uid {}, not by this daemon (uid {me})", meta.uid()),
+            format_args!(
+                "is a socket owned by uid {}, not by this daemon (uid {me})",
+                meta.uid()
+            ),
         ));
     }
     match StdStream::connect(path) {
@@ -103,7 +109,10 @@ fn clear_stale(path: &Path) -> io::Result<()> {
         }
         Err(e) => Err(io::Error::new(
             e.kind(),
-            format!("{}: cannot tell whether the socket is stale: {e}", path.display()),
+            format!(
+                "{}: cannot tell whether the socket is stale: {e}",
+                path.display()
+            ),
         )),
     }
 }
@@ -185,7 +194,11 @@ mod tests {
             .expect("read_dir")
             .map(|e| e.expect("entry").file_name())
             .collect();
-        assert_eq!(leftovers.len(), 1, "no private directory left: {leftovers:?}");
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "no private directory left: {leftovers:?}"
+        );
     }
 
     #[test]
@@ -215,12 +228,18 @@ mod tests {
         let e = bind(&path, 0o600).err().expect("live socket refused");
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         drop(b.listener); // stale now (file still there)
-        // File times tick in jiffies: let the new socket's differ.
+                          // File times tick in jiffies: let the new socket's differ.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let b2 = bind(&path, 0o640).expect("stale socket replaced");
-        assert_eq!(std::fs::symlink_metadata(&path).expect("socket").mode() & 0o777, 0o640);
+        assert_eq!(
+            std::fs::symlink_metadata(&path).expect("socket").mode() & 0o777,
+            0o640
+        );
         b.file.remove_if_ours();
-        assert!(path.exists(), "the old daemon's shutdown leaves the new socket alone");
+        assert!(
+            path.exists(),
+            "the old daemon's shutdown leaves the new socket alone"
+        );
         b2.file.remove_if_ours();
         assert!(!path.exists());
     }

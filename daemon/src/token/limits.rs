@@ -43,7 +43,13 @@ impl Token {
     }
 
     /// Refuse a batch that would grow the token objects past the bounds.
-    pub(super) fn check_room(&self, objects: u64, bytes: u64, net_objects: i64, net_bytes: i64) -> Result<()> {
+    pub(super) fn check_room(
+        &self,
+        objects: u64,
+        bytes: u64,
+        net_objects: i64,
+        net_bytes: i64,
+    ) -> Result<()> {
         let max_o = self.limits.max_objects.load(Ordering::Relaxed);
         let max_b = self.limits.max_bytes.load(Ordering::Relaxed);
         let grows_past = |have: u64, net: i64, max: u64| {
@@ -65,9 +71,15 @@ impl Token {
     /// Count `objects` more session objects of `bytes` on this instance, or
     /// refuse past `limits.max_session_objects_per_instance` / `_bytes_`.
     pub fn reserve_session_object(&self, objects: u64, bytes: u64, l: &Limits) -> Result<()> {
-        let o = self.limits.session_objects.fetch_add(objects, Ordering::SeqCst) + objects;
+        let o = self
+            .limits
+            .session_objects
+            .fetch_add(objects, Ordering::SeqCst)
+            + objects;
         let b = self.limits.session_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes;
-        if o > l.max_session_objects_per_instance as u64 || b > l.max_session_object_bytes_per_instance {
+        if o > l.max_session_objects_per_instance as u64
+            || b > l.max_session_object_bytes_per_instance
+        {
             self.release_session_object(objects, bytes);
             return Err(Error::new(
                 ck::CKR_DEVICE_MEMORY,
@@ -84,7 +96,9 @@ impl Token {
     /// Undo [`Token::reserve_session_object`].
     pub fn release_session_object(&self, objects: u64, bytes: u64) {
         let sub = |a: &AtomicU64, n: u64| {
-            let _ = a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(v.saturating_sub(n)));
+            let _ = a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                Some(v.saturating_sub(n))
+            });
         };
         sub(&self.limits.session_objects, objects);
         sub(&self.limits.session_bytes, bytes);

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use p11kms_e2e::daemon_path;
 use p11kms_protocol::frame::{read_frame, write_frame};
-use p11kms_protocol::{AdminCommand, AdminReply, DaemonStatus, Request, Response, PROTOCOL_VERSION};
+use p11kms_protocol::{
+    AdminCommand, AdminReply, DaemonStatus, Request, Response, PROTOCOL_VERSION,
+};
 
 /// The uid the "foreign" side runs as.
 pub const NOBODY: u32 = 65534;
@@ -106,8 +108,15 @@ impl ConfDaemon {
             if UnixStream::connect(self.socket()).is_ok() {
                 return self;
             }
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("p11kmsd exited during start-up ({st}); log:\n{}", self.log());
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "p11kmsd exited during start-up ({st}); log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -118,7 +127,11 @@ impl ConfDaemon {
     pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 return Some(st);
             }
@@ -164,7 +177,8 @@ pub fn hello(socket: &Path) -> UnixStream {
 /// Connect and say hello; `Err(rv)` if the daemon answers with an error.
 pub fn try_hello(socket: &Path) -> Result<UnixStream, u64> {
     let mut s = UnixStream::connect(socket).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut app_id = [0u8; 16];
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -172,7 +186,10 @@ pub fn try_hello(socket: &Path) -> Result<UnixStream, u64> {
     app_id[..8].copy_from_slice(&nanos.to_le_bytes());
     app_id[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    app_id[12..].copy_from_slice(&N.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_le_bytes());
+    app_id[12..].copy_from_slice(
+        &N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes(),
+    );
     // The daemon may refuse (and close) before reading the hello.
     let _ = write_frame(
         &mut s,
@@ -220,7 +237,8 @@ pub fn status(s: &mut UnixStream) -> Result<DaemonStatus, u64> {
 
 /// Whether the daemon closed `s` (end of stream or reset) within `secs`.
 pub fn closed_within(s: &mut UnixStream, secs: u64) -> bool {
-    s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut buf = [0u8; 256];
     while Instant::now() < deadline {
@@ -243,8 +261,14 @@ pub fn closed_within(s: &mut UnixStream, secs: u64) -> bool {
 pub fn run_as(uid: u32, name: &str, env: &[(&str, &str)]) -> Output {
     let exe = std::env::current_exe().expect("test binary");
     let mut cmd = Command::new(exe);
-    cmd.args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env_remove("P11KMS_SOCKET");
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env_remove("P11KMS_SOCKET");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -258,10 +282,16 @@ pub fn run_as(uid: u32, name: &str, env: &[(&str, &str)]) -> Output {
 pub fn spawn_as(uid: u32, name: &str, env: &[(&str, &str)]) -> Child {
     let exe = std::env::current_exe().expect("test binary");
     let mut cmd = Command::new(exe);
-    cmd.args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env_remove("P11KMS_SOCKET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env_remove("P11KMS_SOCKET")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -147,5 +147,9 @@
 #define CKR_P11KMS_QUOTA_EXCEEDED    0x8E110001UL
 /* The instance is not serving (failed self-test or sealed master key). */
 #define CKR_P11KMS_INSTANCE_UNAVAILABLE 0x8E110002UL
+/* The caller's uid/gid (read by the daemon with SO_PEERCRED) may not do this:
+ * connect at all (allowed_uids/allowed_gids), or administer (admin_uids/
+ * admin_gids: admin commands, C_InitToken, C_Login(CKU_SO), daemon status). */
+#define CKR_P11KMS_ACCESS_DENIED     0x8E110003UL
 
 #endif /* P11KMS_H */

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use p11kms_protocol::{DaemonStatus, InstanceStatus, PROTOCOL_VERSION};
+use p11kms_protocol::{vendor, DaemonStatus, InstanceStatus, PROTOCOL_VERSION};
 
-use crate::access::{App, AppKey, Peer};
+use crate::access::backoff::Backoff;
+use crate::access::{rules, App, AppKey, Peer};
 use crate::config::{Config, InstanceConfig};
 use crate::error::{Error, Result};
 use crate::mech::{gm_allowed, Registry};
@@ -42,7 +43,22 @@ pub struct Daemon {
     pub connections: AtomicU64,
     pub started: Instant,
     pub kms: crate::kms::KmsState,
+    /// Per-uid delay of wrong admin SO PINs (`kms::admin::handle_for`).
+    pub admin_backoff: Backoff,
     store: Arc<Mutex<Box<dyn RawStore>>>,
+}
+
+/// Why a connection ended, which decides what happens to its application
+/// when it was the last one (see [`Daemon::detach`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client closed it, or misbehaved: its application ends with its
+    /// last connection (DESIGN §2).
+    ByClient,
+    /// The daemon closed it after `limits.idle_timeout_secs` without a
+    /// request. The module reconnects on its next call, so an application
+    /// with sessions is kept ("parked") while its process lives.
+    Idle,
 }
 
 impl Daemon {
@@ -123,6 +139,7 @@ impl Daemon {
         let kms = crate::kms::KmsState::default();
         for i in &instances {
             kms.load_imports(&i.token)?;
+            i.token.set_limits(&config.limits);
         }
         Ok(Daemon {
             config,
@@ -133,6 +150,7 @@ impl Daemon {
             connections: AtomicU64::new(0),
             started: Instant::now(),
             kms,
+            admin_backoff: Backoff::default(),
             store,
         })
     }
@@ -152,42 +170,139 @@ impl Daemon {
         self.next_session_object.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A connection completed its handshake: join (or create) its
-    /// application context.
-    pub fn attach(&self, key: AppKey, peer: Peer) -> Arc<App> {
-        let mut apps = self
-            .apps
+    fn apps(&self) -> std::sync::MutexGuard<'_, HashMap<AppKey, Arc<App>>> {
+        self.apps
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A connection completed its handshake: join (or create) its
+    /// application context. For in-process callers (tests); connections
+    /// from the socket go through [`Daemon::attach_checked`].
+    pub fn attach(&self, key: AppKey, peer: Peer) -> Arc<App> {
+        let mut apps = self.apps();
+        self.join(&mut apps, key, peer)
+    }
+
+    /// [`Daemon::attach`] for a peer on the socket: a new application is
+    /// refused (`CKR_P11KMS_QUOTA_EXCEEDED`) when its uid already has
+    /// `limits.max_apps_per_uid` of them, counting parked ones whose process
+    /// still lives.
+    pub fn attach_checked(&self, key: AppKey, peer: Peer) -> Result<Arc<App>> {
+        let mut apps = self.apps();
+        if !apps.contains_key(&key) {
+            let max = self.config.limits.max_apps_per_uid;
+            if apps.values().filter(|a| a.key.uid == key.uid).count() >= max {
+                drop(apps);
+                self.reap_parked();
+                apps = self.apps();
+                if apps.values().filter(|a| a.key.uid == key.uid).count() >= max {
+                    return Err(Error::new(
+                        vendor::CKR_P11KMS_QUOTA_EXCEEDED,
+                        format!(
+                            "uid {} has {max} applications (limits.max_apps_per_uid)",
+                            key.uid
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(self.join(&mut apps, key, peer))
+    }
+
+    fn join(&self, apps: &mut HashMap<AppKey, Arc<App>>, key: AppKey, peer: Peer) -> Arc<App> {
         let app = apps
             .entry(key)
-            .or_insert_with(|| Arc::new(App::new(key, peer)))
+            .or_insert_with(|| {
+                let admin = rules::may_administer(&self.config, &peer);
+                Arc::new(App::new(key, peer, admin, self.config.limits))
+            })
             .clone();
         app.connection_opened();
         self.connections.fetch_add(1, Ordering::Relaxed);
         app
     }
 
-    /// A connection closed. The last one of an application ends it: its
-    /// sessions close (session objects destroyed, users logged out).
+    /// A connection closed by its client. The last one of an application
+    /// ends it: its sessions close (session objects destroyed, users logged
+    /// out).
     pub fn detach(&self, app: &Arc<App>) {
+        self.detach_as(app, Closed::ByClient);
+    }
+
+    /// A connection ended for `why`. When it was the application's last:
+    /// [`Closed::ByClient`] ends the application; [`Closed::Idle`] keeps it
+    /// (parked, with its sessions and login) if it has sessions and its
+    /// process can be followed, until the process is gone
+    /// ([`Daemon::reap_parked`]) or a connection of it closes normally.
+    pub fn detach_as(&self, app: &Arc<App>, why: Closed) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
-        let mut apps = self
-            .apps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut apps = self.apps();
         if app.connection_closed() {
+            if why == Closed::Idle && app.started.is_some() && app.has_sessions() {
+                tracing::debug!(pid = app.peer.pid, "application parked (idle)");
+                return;
+            }
             apps.remove(&app.key);
             drop(apps);
-            for (handle, _) in app.sessions_on(None) {
-                crate::dispatch::close_session(self, app, handle);
-            }
-            tracing::debug!(pid = app.peer.pid, "application context ended");
+            self.end(app);
         }
     }
 
+    fn end(&self, app: &Arc<App>) {
+        for (handle, _) in app.sessions_on(None) {
+            crate::dispatch::close_session(self, app, handle);
+        }
+        tracing::debug!(pid = app.peer.pid, "application context ended");
+    }
+
+    /// End parked applications whose process is gone (pid no longer there,
+    /// or reused by another process: a different start time). Returns how
+    /// many ended.
+    pub fn reap_parked(&self) -> usize {
+        let gone: Vec<Arc<App>> = {
+            let mut apps = self.apps();
+            let dead: Vec<AppKey> = apps
+                .values()
+                .filter(|a| a.connections.load(Ordering::SeqCst) == 0)
+                .filter(|a| rules::process_start(a.peer.pid) != a.started)
+                .map(|a| a.key)
+                .collect();
+            dead.iter().filter_map(|k| apps.remove(k)).collect()
+        };
+        for app in &gone {
+            self.end(app);
+        }
+        gone.len()
+    }
+
+    /// Applications kept without a connection (see [`Closed::Idle`]).
+    pub fn parked(&self) -> usize {
+        self.apps()
+            .values()
+            .filter(|a| a.connections.load(Ordering::SeqCst) == 0)
+            .count()
+    }
+
+    /// `Request::Status` for an application: the data directory, labels
+    /// and counts are for administrators only (docs/security.md); others
+    /// get `CKR_P11KMS_ACCESS_DENIED` and learn what PKCS#11 tells any
+    /// connected peer (`C_GetSlotList`, `C_GetTokenInfo`).
+    pub fn status_for(&self, app: &App) -> Result<DaemonStatus> {
+        if !app.admin {
+            return Err(Error::new(
+                vendor::CKR_P11KMS_ACCESS_DENIED,
+                format!(
+                    "uid {} may not read the daemon status (admin_uids/admin_gids)",
+                    app.peer.uid
+                ),
+            ));
+        }
+        Ok(self.status())
+    }
+
     pub fn status(&self) -> DaemonStatus {
-        let apps = self.apps.lock().map(|a| a.len() as u64).unwrap_or(0);
+        let apps = self.apps().len() as u64;
         DaemonStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
             protocol: PROTOCOL_VERSION,

@@ -47,10 +47,15 @@ fn main() -> std::process::ExitCode {
     if let Some(m) = args.socket_mode {
         config.socket_mode = m;
     }
+    if let Err(e) = config.validate() {
+        return fail(&e);
+    }
     let mode = match config.socket_mode_bits() {
         Ok(m) => m,
         Err(e) => return fail(&e),
     };
+    p11kmsd::mech::multipart::set_limits(&config.limits);
+    raise_fd_limit(&config.limits);
     let socket = config.socket.clone();
     let daemon = match Daemon::open(config) {
         Ok(d) => Arc::new(d),
@@ -65,9 +70,24 @@ fn main() -> std::process::ExitCode {
         Err(e) => return fail(&format!("tokio runtime: {e}")),
     };
     rt.block_on(async move {
-        let listener = match p11kmsd::server::bind(&socket, mode) {
-            Ok(l) => l,
+        let bound = match p11kmsd::server::bind(&socket, mode) {
+            Ok(b) => b,
             Err(e) => return fail(&format!("cannot listen on {}: {e}", socket.display())),
+        };
+        let p11kmsd::server::BoundSocket {
+            listener,
+            gid,
+            file,
+        } = bound;
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixListener::from_std(listener))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                file.remove_if_ours();
+                return fail(&format!("cannot listen on {}: {e}", socket.display()));
+            }
         };
         tracing::info!(
             socket = %socket.display(),
@@ -91,11 +111,11 @@ fn main() -> std::process::ExitCode {
             }
         });
         tokio::select! {
-            _ = p11kmsd::server::serve(daemon.clone(), listener) => {}
+            _ = p11kmsd::server::serve(daemon.clone(), listener, gid) => {}
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         }
-        let _ = std::fs::remove_file(&socket);
+        file.remove_if_ours();
         // Hold the store so no write is in flight, then leave.
         let _store = daemon.quiesce();
         tracing::info!("stopped");
@@ -137,6 +157,31 @@ fn harden_process() {
             memlock_limit = limit.unwrap_or(0),
             "memory not locked: RLIMIT_MEMLOCK is finite and there is no CAP_IPC_LOCK \
              (LimitMEMLOCK=infinity in the systemd unit enables it); memory may be written to swap"
+        );
+    }
+}
+
+/// Every connection is a descriptor: raise the soft `RLIMIT_NOFILE` to the
+/// hard one, and say so when even that is below what the limits allow.
+fn raise_fd_limit(l: &p11kmsd::config::Limits) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let lim = getrlimit(Resource::Nofile);
+    let want = (l.max_connections + l.max_handshakes + 64) as u64;
+    if lim.current.is_some_and(|c| c < want) && lim.current != lim.maximum {
+        let raised = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!("cannot raise RLIMIT_NOFILE: {e}");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    if now.is_some_and(|c| c < want) {
+        tracing::warn!(
+            "RLIMIT_NOFILE is {:?}, below limits.max_connections + limits.max_handshakes + 64 = {want}: \
+             connections beyond it wait in the listen backlog",
+            now
         );
     }
 }

@@ -14,9 +14,24 @@
 //! `C_Initialize`, and answers `CKR_CRYPTOKI_NOT_INITIALIZED` until the child
 //! initializes again, which closes the inherited descriptors without a
 //! `shutdown()` or a write (the approach of p11-kit `common/library.c`).
+//!
+//! The daemon closes connections that stay idle (its `idle_timeout_secs`)
+//! and keeps the application context while the process lives. A pooled
+//! connection the daemon has closed is noticed before use (it polls
+//! readable: end of stream) and replaced; a request that meets a close
+//! before any answer byte on a reused connection is sent again once on a
+//! fresh one (the daemon only closes between requests, never after
+//! executing one). Writes use `MSG_NOSIGNAL`: a closed connection must never
+//! raise `SIGPIPE` in the application.
+//!
+//! Before anything is sent, the module checks who serves the socket
+//! (`SO_PEERCRED` of the daemon, see [`trusted_daemon`]): PINs and data go
+//! only to root, this process's own uid, the uid named by
+//! `P11KMS_DAEMON_UID` (or `daemon_uid` in the `P11KMS_CONF` file), or the
+//! owner of the socket's directory when nobody else may write there.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -26,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use p11kms_protocol::frame::{self, FrameError};
-use p11kms_protocol::{Request, Response, PROTOCOL_VERSION};
+use p11kms_protocol::{vendor, Request, Response, PROTOCOL_VERSION};
 use pkcs11_sys::{
     CKR_CRYPTOKI_ALREADY_INITIALIZED, CKR_CRYPTOKI_NOT_INITIALIZED, CKR_DATA_LEN_RANGE,
     CKR_DEVICE_ERROR, CKR_GENERAL_ERROR,
@@ -73,6 +88,7 @@ enum ConnectError {
     Version(u32),
     Refused(u64),
     Unexpected,
+    Untrusted { uid: u32, reason: String },
 }
 
 impl fmt::Display for ConnectError {
@@ -84,9 +100,23 @@ impl fmt::Display for ConnectError {
                 write!(f, "protocol version mismatch: module speaks {PROTOCOL_VERSION}, daemon speaks {v}")
             }
             ConnectError::Refused(rv) => {
-                write!(f, "daemon refused the connection (CK_RV 0x{rv:x})")
+                let why = match *rv {
+                    vendor::CKR_P11KMS_ACCESS_DENIED => {
+                        "CKR_P11KMS_ACCESS_DENIED: this uid is not in the daemon's allowed_uids/allowed_gids"
+                    }
+                    vendor::CKR_P11KMS_QUOTA_EXCEEDED => {
+                        "CKR_P11KMS_QUOTA_EXCEEDED: connection limit of the daemon reached"
+                    }
+                    _ => "",
+                };
+                write!(f, "daemon refused the connection (CK_RV 0x{rv:x}) {why}")
             }
             ConnectError::Unexpected => write!(f, "unexpected answer to the handshake"),
+            ConnectError::Untrusted { uid, reason } => write!(
+                f,
+                "the socket is served by uid {uid}, {reason}; refusing to talk to it \
+                 (set P11KMS_DAEMON_UID={uid} if that is the daemon's uid)"
+            ),
         }
     }
 }
@@ -132,31 +162,55 @@ fn pin_library() {
     }
 }
 
+/// The text of the file named by `P11KMS_CONF`, if set and readable.
+fn conf_text() -> Option<String> {
+    let conf = std::env::var_os("P11KMS_CONF").filter(|p| !p.is_empty())?;
+    match std::fs::read_to_string(&conf) {
+        Ok(text) => Some(text),
+        Err(e) => {
+            eprintln!(
+                "p11kms: cannot read P11KMS_CONF file {}: {e}",
+                Path::new(&conf).display()
+            );
+            None
+        }
+    }
+}
+
 /// Where the daemon listens: `P11KMS_SOCKET`, else the `socket = "..."`
 /// line of the file named by `P11KMS_CONF`, else [`DEFAULT_SOCKET`].
 pub fn socket_path() -> PathBuf {
     if let Some(p) = std::env::var_os("P11KMS_SOCKET").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    if let Some(conf) = std::env::var_os("P11KMS_CONF").filter(|p| !p.is_empty()) {
-        match std::fs::read_to_string(&conf) {
-            Ok(text) => {
-                if let Some(p) = socket_from_conf(&text) {
-                    return PathBuf::from(p);
-                }
-            }
-            Err(e) => eprintln!(
-                "p11kms: cannot read P11KMS_CONF file {}: {e}; using {DEFAULT_SOCKET}",
-                Path::new(&conf).display()
-            ),
-        }
+    if let Some(p) = conf_text().and_then(|t| socket_from_conf(&t)) {
+        return PathBuf::from(p);
     }
     PathBuf::from(DEFAULT_SOCKET)
 }
 
-/// The value of a top-level `socket = "/path"` line (TOML style; single or
-/// double quotes, `#` comments). Lines inside a `[table]` are not top-level.
+/// The daemon uid the user vouches for: `P11KMS_DAEMON_UID`, else a
+/// `daemon_uid = N` line of the `P11KMS_CONF` file.
+fn configured_daemon_uid() -> Option<u32> {
+    if let Some(v) = std::env::var_os("P11KMS_DAEMON_UID").filter(|v| !v.is_empty()) {
+        let parsed = v.to_str().and_then(|v| v.trim().parse().ok());
+        if parsed.is_none() {
+            eprintln!("p11kms: P11KMS_DAEMON_UID={v:?} is not a number; ignored");
+        }
+        return parsed;
+    }
+    conf_text()
+        .and_then(|t| conf_value(&t, "daemon_uid"))
+        .and_then(|v| v.parse().ok())
+}
+
 fn socket_from_conf(text: &str) -> Option<String> {
+    conf_value(text, "socket")
+}
+
+/// The value of a top-level `key = "value"` line (TOML style; single or
+/// double quotes, `#` comments). Lines inside a `[table]` are not top-level.
+fn conf_value(text: &str, wanted: &str) -> Option<String> {
     for line in text.lines() {
         let line = line.trim();
         if line.starts_with('[') {
@@ -165,7 +219,7 @@ fn socket_from_conf(text: &str) -> Option<String> {
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
-        if key.trim() != "socket" {
+        if key.trim() != wanted {
             continue;
         }
         let value = value.trim();
@@ -240,6 +294,128 @@ fn connect_timeout(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
     Ok(stream)
 }
 
+/// The uid of the process serving the other end of `s` (`SO_PEERCRED`).
+fn peer_uid(s: &UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::ucred>())
+        .map_err(|_| io::Error::other("ucred size"))?;
+    // SAFETY: `cred` is a writable ucred of `len` bytes; the fd is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// Whether the daemon's uid `uid` may receive this process's PINs and data
+/// (issue 10, finding 9): root; this process's effective uid (a daemon the
+/// user runs); the uid the user names (`P11KMS_DAEMON_UID` or `daemon_uid`
+/// in `P11KMS_CONF`); or the owner of the socket's directory when no one
+/// else may write to that directory (only its owner could have put the
+/// socket there, like `/run/p11kms` owned by the service account).
+/// Otherwise `Err` says why not.
+fn trusted_daemon(uid: u32, socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if uid == 0 || uid == me || configured_daemon_uid() == Some(uid) {
+        return Ok(());
+    }
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(m) if m.uid() == uid && m.mode() & 0o022 == 0 => Ok(()),
+        Ok(m) if m.uid() == uid => Err(format!(
+            "which owns {} but that directory is writable by others (mode {:o})",
+            dir.display(),
+            m.mode() & 0o7777
+        )),
+        Ok(m) => Err(format!(
+            "which is not root, not this process's uid ({me}), not P11KMS_DAEMON_UID, \
+             and not the owner of {} (uid {})",
+            dir.display(),
+            m.uid()
+        )),
+        Err(e) => Err(format!("and {} cannot be checked: {e}", dir.display())),
+    }
+}
+
+/// Write all of `bytes` with `MSG_NOSIGNAL`: a peer that closed gives
+/// `EPIPE`, never a `SIGPIPE` that would kill the application.
+fn send_all(s: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a valid readable buffer of its length.
+        let n = unsafe {
+            libc::send(
+                s.as_raw_fd(),
+                bytes.as_ptr().cast::<libc::c_void>(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let n = usize::try_from(n).map_err(|_| io::Error::other("send"))?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// Whether a pooled connection is still usable: a healthy idle connection
+/// has nothing to read (one request in flight at a time), so anything
+/// readable — end of stream, an error, stray bytes — means the daemon
+/// closed it (idle timeout, restart) and it must not be used.
+fn still_open(s: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n == 0
+}
+
+/// Counts the bytes read through it, to tell "closed before any answer"
+/// (safe to send again) from a failure in the middle of an answer.
+struct Counted<R> {
+    inner: R,
+    n: usize,
+}
+
+impl<R: io::Read> io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n;
+        Ok(n)
+    }
+}
+
 impl Client {
     fn new(socket: PathBuf) -> CkResult<Client> {
         let mut app_id = [0u8; 16];
@@ -252,33 +428,50 @@ impl Client {
         })
     }
 
-    /// Open a connection and say `Hello`, bounded by [`HANDSHAKE_TIMEOUT`].
+    /// Open a connection, check who serves it, and say `Hello`, bounded by
+    /// [`HANDSHAKE_TIMEOUT`].
     fn open(&self) -> Result<UnixStream, ConnectError> {
         let mut s =
             connect_timeout(&self.socket, HANDSHAKE_TIMEOUT).map_err(ConnectError::Connect)?;
+        let uid = peer_uid(&s).map_err(ConnectError::Connect)?;
+        trusted_daemon(uid, &self.socket)
+            .map_err(|reason| ConnectError::Untrusted { uid, reason })?;
         s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-            .map_err(ConnectError::Connect)?;
-        s.set_write_timeout(Some(HANDSHAKE_TIMEOUT))
             .map_err(ConnectError::Connect)?;
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
             app_id: self.app_id,
             pid: self.pid,
         };
-        frame::write_frame(&mut s, &hello).map_err(ConnectError::Handshake)?;
-        match frame::read_frame::<_, Response>(&mut s).map_err(ConnectError::Handshake)? {
-            Response::Hello { version, .. } if version == PROTOCOL_VERSION => {}
-            Response::Hello { version, .. } => return Err(ConnectError::Version(version)),
-            Response::Error(rv) => return Err(ConnectError::Refused(rv)),
-            _ => return Err(ConnectError::Unexpected),
+        let bytes = frame::encode(&hello).map_err(ConnectError::Handshake)?;
+        // A daemon that refuses this peer answers and closes without
+        // reading the hello: the write may fail while its answer waits to
+        // be read, so read in any case.
+        let sent = send_all(&s, &bytes);
+        let answer = frame::read_frame::<_, Response>(&mut s);
+        match (answer, sent) {
+            (Ok(Response::Hello { version, .. }), Ok(())) if version == PROTOCOL_VERSION => {}
+            (Ok(Response::Hello { version, .. }), _) if version != PROTOCOL_VERSION => {
+                return Err(ConnectError::Version(version))
+            }
+            (Ok(Response::Error(rv)), _) => return Err(ConnectError::Refused(rv)),
+            (Ok(_), Ok(())) => return Err(ConnectError::Unexpected),
+            (_, Err(e)) => return Err(ConnectError::Handshake(e.into())),
+            (Err(e), Ok(())) => return Err(ConnectError::Handshake(e)),
         }
         s.set_read_timeout(None).map_err(ConnectError::Connect)?;
-        s.set_write_timeout(None).map_err(ConnectError::Connect)?;
         Ok(s)
     }
 
+    /// A pooled connection the daemon has not closed, if any.
     fn take(&self) -> Option<UnixStream> {
-        lock(&self.idle).pop()
+        let mut idle = lock(&self.idle);
+        while let Some(c) = idle.pop() {
+            if still_open(&c) {
+                return Some(c);
+            }
+        }
+        None
     }
 
     fn give_back(&self, s: UnixStream) {
@@ -290,42 +483,79 @@ impl Client {
 
     /// One round trip. I/O or framing trouble drops the connection (it may
     /// be out of sync) and answers `CKR_DEVICE_ERROR`; `Response::Error(rv)`
-    /// becomes `Err(rv)`.
+    /// becomes `Err(rv)`. A reused connection that turns out closed before
+    /// any answer byte is replaced by a fresh one and the request sent
+    /// again, once (see the module comment).
     pub fn call(&self, req: &Request) -> CkResult<Response> {
         let mut bytes = frame::encode(req).map_err(|e| match e {
             FrameError::TooLarge(_) => CKR_DATA_LEN_RANGE,
             _ => CKR_GENERAL_ERROR,
         })?;
-        let mut conn = match self.take() {
-            Some(c) => c,
-            None => self.open().map_err(|_| CKR_DEVICE_ERROR)?,
-        };
-        let _in_flight = InFlight::enter();
-        let result = conn
-            .write_all(&bytes)
-            .map_err(FrameError::from)
-            .and_then(|()| {
-                // Bulk requests take the daemon longer: poll longer before
-                // sleeping (about 2 µs per KiB on top of the base budget).
-                let extra = std::time::Duration::from_micros((bytes.len() as u64 / 512).min(5_000));
-                frame::read_frame::<_, Response>(&mut SpinRead(
-                    &conn,
-                    spin_budget().saturating_add(extra),
-                ))
-            });
-        // The encoded request may hold a PIN or key material.
+        let result = self.call_encoded(&bytes);
+        // The encoded request may hold a PIN or key material; wiped after
+        // the last send (a resend uses the same bytes).
         p11kms_protocol::secret::wipe(&mut bytes, req.carries_secrets());
-        match result {
-            Ok(resp) => {
-                self.give_back(conn);
-                match resp {
-                    Response::Error(0) => Err(CKR_GENERAL_ERROR),
-                    Response::Error(rv) => Err(rv),
-                    Response::Hello { .. } => Err(CKR_DEVICE_ERROR),
-                    other => Ok(other),
+        result
+    }
+
+    /// [`Client::call`] on an encoded request.
+    fn call_encoded(&self, bytes: &[u8]) -> CkResult<Response> {
+        let _in_flight = InFlight::enter();
+        let (conn, reused) = match self.take() {
+            Some(c) => (c, true),
+            None => (self.open_for_call()?, false),
+        };
+        let resp = match self.round_trip(&conn, bytes) {
+            Ok(r) => r,
+            Err(before_answer) if reused && before_answer => {
+                drop(conn);
+                let fresh = self.open_for_call()?;
+                match self.round_trip(&fresh, bytes) {
+                    Ok(r) => {
+                        self.give_back(fresh);
+                        return answer(r);
+                    }
+                    Err(_) => return Err(CKR_DEVICE_ERROR),
                 }
             }
-            Err(_) => Err(CKR_DEVICE_ERROR),
+            Err(_) => return Err(CKR_DEVICE_ERROR),
+        };
+        self.give_back(conn);
+        answer(resp)
+    }
+
+    /// A new connection for a call; a daemon's refusal keeps its code when
+    /// it is one of ours (access denied, connection limit).
+    fn open_for_call(&self) -> CkResult<UnixStream> {
+        self.open().map_err(|e| match e {
+            ConnectError::Refused(rv)
+                if rv == vendor::CKR_P11KMS_ACCESS_DENIED
+                    || rv == vendor::CKR_P11KMS_QUOTA_EXCEEDED =>
+            {
+                rv
+            }
+            _ => CKR_DEVICE_ERROR,
+        })
+    }
+
+    /// Send `bytes` and read the answer. `Err(true)` when the connection
+    /// failed before a single byte of an answer arrived.
+    fn round_trip(&self, conn: &UnixStream, bytes: &[u8]) -> Result<Response, bool> {
+        if let Err(e) = send_all(conn, bytes) {
+            return Err(closed_kind(e.kind()));
+        }
+        // Bulk requests take the daemon longer: poll longer before
+        // sleeping (about 2 µs per KiB on top of the base budget).
+        let extra = std::time::Duration::from_micros((bytes.len() as u64 / 512).min(5_000));
+        let mut r = Counted {
+            inner: SpinRead(conn, spin_budget().saturating_add(extra)),
+            n: 0,
+        };
+        match frame::read_frame::<_, Response>(&mut r) {
+            Ok(resp) => Ok(resp),
+            Err(FrameError::Closed) => Err(true),
+            Err(FrameError::Io(e)) => Err(r.n == 0 && closed_kind(e.kind())),
+            Err(_) => Err(false),
         }
     }
 
@@ -337,6 +567,27 @@ impl Client {
         if let Ok(mut idle) = self.idle.try_lock() {
             idle.clear();
         }
+    }
+}
+
+/// Errors that mean the daemon closed the connection.
+fn closed_kind(k: io::ErrorKind) -> bool {
+    matches!(
+        k,
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// A daemon's answer as the caller sees it.
+fn answer(resp: Response) -> CkResult<Response> {
+    match resp {
+        Response::Error(0) => Err(CKR_GENERAL_ERROR),
+        Response::Error(rv) => Err(rv),
+        Response::Hello { .. } => Err(CKR_DEVICE_ERROR),
+        other => Ok(other),
     }
 }
 
@@ -412,8 +663,33 @@ pub fn finalize() -> CkResult<()> {
         return Err(CKR_CRYPTOKI_NOT_INITIALIZED);
     }
     match slot.take() {
-        Some(_client) => Ok(()),
+        Some(client) => {
+            drop(slot);
+            client.end_context();
+            Ok(())
+        }
         None => Err(CKR_CRYPTOKI_NOT_INITIALIZED),
+    }
+}
+
+impl Client {
+    /// Let the daemon end this application's context now. Closing a live
+    /// connection does that; if the daemon already closed every pooled one
+    /// for idleness (it then keeps the context while the process lives), a
+    /// short hello-and-close does it instead of leaving the context until
+    /// the process exits. Failures are ignored: the daemon may be gone.
+    fn end_context(&self) {
+        let live = {
+            let mut idle = lock(&self.idle);
+            let live = idle.iter().any(still_open);
+            idle.clear();
+            live
+        };
+        if !live {
+            if let Ok(s) = self.open() {
+                drop(s);
+            }
+        }
     }
 }
 

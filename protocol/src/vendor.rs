@@ -94,6 +94,9 @@ pub const CKV_P11KMS_STATE_PENDING_IMPORT: u64 = 4;
 pub const CKR_P11KMS_QUOTA_EXCEEDED: u64 = 0x8E11_0001;
 /// The instance is not serving.
 pub const CKR_P11KMS_INSTANCE_UNAVAILABLE: u64 = 0x8E11_0002;
+/// The peer's uid/gid (`SO_PEERCRED`) may not do this: connect at all, or
+/// administer (admin commands, `C_InitToken`, SO login, daemon status).
+pub const CKR_P11KMS_ACCESS_DENIED: u64 = 0x8E11_0003;
 
 /// Every constant with its C name, for the header check and for tools.
 pub const ALL: &[(&str, u64)] = &[
@@ -121,6 +124,7 @@ pub const ALL: &[(&str, u64)] = &[
         "CKR_P11KMS_INSTANCE_UNAVAILABLE",
         CKR_P11KMS_INSTANCE_UNAVAILABLE,
     ),
+    ("CKR_P11KMS_ACCESS_DENIED", CKR_P11KMS_ACCESS_DENIED),
     ("CKK_SM4", CKK_SM4),
     ("CKK_SM2", CKK_SM2),
     ("CKM_SM3", CKM_SM3),

@@ -2,7 +2,16 @@
 //! application (one `C_Initialize` in one process), not to a connection.
 //! Connections that present the same application id from the same peer uid
 //! and pid share one [`App`]; it dies — sessions closed, session objects
-//! destroyed, users logged out — when its last connection closes.
+//! destroyed, users logged out — when its last connection closes, unless
+//! the daemon closed that connection for idleness while the process lives
+//! on (see `Daemon::detach_idle`).
+//!
+//! [`rules`] decides who may connect and administer; [`backoff`] slows
+//! down wrong admin PINs; the application's own bounds (sessions, session
+//! objects and their bytes) are enforced here.
+
+pub mod backoff;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,10 +19,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::session::Session;
 use p11kms_protocol::Attribute;
+use pkcs11_sys as ck;
 
+use crate::config::Limits;
+use crate::error::{Error, Result};
 use crate::token::object::{Attrs, Object};
 use crate::token::Objects;
-use crate::token::User;
+use crate::token::{Token, User};
 
 /// Who is on the other end of a connection (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -32,17 +44,46 @@ pub struct AppKey {
 }
 
 /// An application's session objects on one slot.
-#[derive(Default)]
 struct SessionObjects {
     index: Objects,
     /// handle → owning session.
     owner: HashMap<u64, u64>,
+    /// The slot's token, which counts session objects instance-wide.
+    token: Arc<Token>,
+}
+
+impl SessionObjects {
+    /// Forget one object, instance counters included.
+    fn remove(&mut self, handle: u64) -> bool {
+        self.owner.remove(&handle);
+        match self.index.remove(handle) {
+            Some(o) => {
+                self.token.release_session_object(1, o.attrs().size());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for SessionObjects {
+    fn drop(&mut self) {
+        self.token
+            .release_session_object(self.index.len() as u64, self.index.bytes());
+    }
 }
 
 /// One PKCS#11 application.
 pub struct App {
     pub key: AppKey,
     pub peer: Peer,
+    /// The peer may administer (`access::rules::may_administer`), decided
+    /// once when the application is created.
+    pub admin: bool,
+    /// Start time of the peer process (`rules::process_start`), if known:
+    /// tells whether a parked application's process still lives.
+    pub started: Option<u64>,
+    limits: Limits,
     pub connections: AtomicUsize,
     sessions: Mutex<HashMap<u64, Arc<Mutex<Session>>>>,
     login: Mutex<HashMap<u64, User>>,
@@ -51,10 +92,13 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(key: AppKey, peer: Peer) -> Self {
+    pub fn new(key: AppKey, peer: Peer, admin: bool, limits: Limits) -> Self {
         App {
             key,
             peer,
+            admin,
+            started: rules::process_start(peer.pid),
+            limits,
             connections: AtomicUsize::new(0),
             sessions: Mutex::new(HashMap::new()),
             login: Mutex::new(HashMap::new()),
@@ -72,11 +116,28 @@ impl App {
         self.sessions_map().get(&handle).cloned()
     }
 
-    pub fn add_session(&self, s: Session) -> Arc<Mutex<Session>> {
+    /// Add a session, unless the application already has
+    /// `max_sessions_per_app` (`CKR_SESSION_COUNT`).
+    pub fn add_session(&self, s: Session) -> Result<Arc<Mutex<Session>>> {
         let h = s.handle;
         let s = Arc::new(Mutex::new(s));
-        self.sessions_map().insert(h, s.clone());
-        s
+        let mut map = self.sessions_map();
+        if map.len() >= self.limits.max_sessions_per_app {
+            return Err(Error::new(
+                ck::CKR_SESSION_COUNT,
+                format!(
+                    "the application has {} sessions (limits.max_sessions_per_app)",
+                    map.len()
+                ),
+            ));
+        }
+        map.insert(h, s.clone());
+        Ok(s)
+    }
+
+    /// Whether the application has any session (and so state worth keeping).
+    pub fn has_sessions(&self) -> bool {
+        !self.sessions_map().is_empty()
     }
 
     pub fn remove_session(&self, handle: u64) -> Option<Arc<Mutex<Session>>> {
@@ -133,29 +194,69 @@ impl App {
             .and_then(|so| so.index.get(handle).cloned())
     }
 
-    pub fn add_session_object(&self, owner: u64, slot: u64, o: Arc<Object>) {
+    /// Add a session object made by session `owner`, within the
+    /// application's and the instance's bounds (`CKR_DEVICE_MEMORY`).
+    pub fn add_session_object(&self, owner: u64, token: &Arc<Token>, o: Arc<Object>) -> Result<()> {
+        let size = o.attrs().size();
         let mut objs = self.objects_write();
-        let so = objs.entry(slot).or_default();
+        let (count, bytes) = objs.values().fold((0usize, 0u64), |(c, b), so| {
+            (c + so.index.len(), b.saturating_add(so.index.bytes()))
+        });
+        if count >= self.limits.max_session_objects_per_app
+            || bytes.saturating_add(size) > self.limits.max_session_object_bytes_per_app
+        {
+            return Err(Error::new(
+                ck::CKR_DEVICE_MEMORY,
+                format!(
+                    "the application holds {count} session objects of {bytes} bytes \
+                     (limits.max_session_objects_per_app / max_session_object_bytes_per_app)"
+                ),
+            ));
+        }
+        token.reserve_session_object(1, size, &self.limits)?;
+        let so = objs.entry(token.slot).or_insert_with(|| SessionObjects {
+            index: Objects::default(),
+            owner: HashMap::new(),
+            token: token.clone(),
+        });
         so.owner.insert(o.id, owner);
         so.index.insert(o);
+        Ok(())
     }
 
     pub fn remove_session_object(&self, handle: u64, slot: u64) -> bool {
         let mut objs = self.objects_write();
-        let Some(so) = objs.get_mut(&slot) else {
-            return false;
-        };
-        so.owner.remove(&handle);
-        so.index.remove(handle).is_some()
+        objs.get_mut(&slot).is_some_and(|so| so.remove(handle))
     }
 
-    /// Replace a session object's attributes (indexes kept right).
-    pub fn update_session_object(&self, slot: u64, o: &Arc<Object>, attrs: Attrs) {
+    /// Replace a session object's attributes (indexes kept right), within
+    /// the same bounds as [`App::add_session_object`] when it grows.
+    pub fn update_session_object(&self, slot: u64, o: &Arc<Object>, attrs: Attrs) -> Result<()> {
         let mut objs = self.objects_write();
+        let (old, new) = (o.attrs().size(), attrs.size());
+        if new > old {
+            let bytes: u64 = objs.values().map(|so| so.index.bytes()).sum();
+            if bytes.saturating_add(new - old) > self.limits.max_session_object_bytes_per_app {
+                return Err(Error::new(
+                    ck::CKR_DEVICE_MEMORY,
+                    "the application's session objects would exceed \
+                     limits.max_session_object_bytes_per_app",
+                ));
+            }
+        }
         match objs.get_mut(&slot) {
-            Some(so) => so.index.update(o, attrs),
+            Some(so) => {
+                if new > old {
+                    so.token
+                        .reserve_session_object(0, new - old, &self.limits)?;
+                } else {
+                    so.token.release_session_object(0, old - new);
+                }
+                so.index.update(o, attrs);
+            }
             None => o.replace(attrs),
         }
+        Ok(())
     }
 
     /// Session objects on `slot` matching a find template.
@@ -177,8 +278,7 @@ impl App {
                 .map(|(h, _)| *h)
                 .collect();
             for h in gone {
-                so.owner.remove(&h);
-                so.index.remove(h);
+                so.remove(h);
             }
         }
     }
@@ -192,3 +292,6 @@ impl App {
         self.connections.fetch_sub(1, Ordering::SeqCst) == 1
     }
 }
+
+#[cfg(test)]
+mod tests;

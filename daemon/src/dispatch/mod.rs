@@ -53,7 +53,7 @@ fn route(d: &Daemon, app: &Arc<App>, req: Request) -> Result<Response> {
             slot,
             so_pin,
             label,
-        } => slot::init_token(d, slot, &so_pin, &label),
+        } => slot::init_token(d, app, slot, &so_pin, &label),
         R::InitPin { session, pin } => slot::init_pin(d, app, session, &pin),
         R::SetPin {
             session,
@@ -172,13 +172,13 @@ fn route(d: &Daemon, app: &Arc<App>, req: Request) -> Result<Response> {
         }
         R::GenerateRandom { session, len } => keys::random(app, session, len),
 
-        R::Status => Ok(Response::Status(d.status())),
+        R::Status => d.status_for(app).map(Response::Status),
         R::Admin {
             instance,
             so_pin,
             cmd,
-        } => Ok(Response::Admin(crate::kms::admin::handle(
-            d, &instance, &so_pin, cmd,
+        } => Ok(Response::Admin(crate::kms::admin::handle_for(
+            d, app, &instance, &so_pin, cmd,
         ))),
     }
 }

@@ -39,7 +39,7 @@ pub(crate) fn store_object(d: &Daemon, app: &App, s: &Session, attrs: Attrs) -> 
         Ok(s.token.add_object(attrs)?.id)
     } else {
         let id = d.new_session_object_id();
-        app.add_session_object(s.handle, s.slot, Arc::new(Object::new(id, attrs)));
+        app.add_session_object(s.handle, &s.token, Arc::new(Object::new(id, attrs)))?;
         Ok(id)
     }
 }
@@ -197,7 +197,7 @@ pub fn set_attributes(
         if o.token {
             s.token.update_object(&o, attrs)?;
         } else {
-            app.update_session_object(s.slot, &o, attrs);
+            app.update_session_object(s.slot, &o, attrs)?;
         }
         Ok(Response::Ok)
     })

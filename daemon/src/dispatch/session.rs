@@ -30,11 +30,11 @@ pub fn open(d: &Daemon, app: &Arc<App>, slot: u64, flags: u64) -> Result<Respons
         return Err(Error::rv(ck::CKR_SESSION_READ_WRITE_SO_EXISTS));
     }
     let handle = d.new_session_handle();
+    app.add_session(Session::new(handle, slot, inst.token.clone(), rw))?;
     inst.token.sessions.fetch_add(1, Ordering::SeqCst);
     if rw {
         inst.token.rw_sessions.fetch_add(1, Ordering::SeqCst);
     }
-    app.add_session(Session::new(handle, slot, inst.token.clone(), rw));
     Ok(Response::Handle(handle))
 }
 
@@ -110,6 +110,17 @@ pub fn login(app: &App, handle: u64, user_type: u64, pin: &[u8]) -> Result<Respo
         ck::CKU_CONTEXT_SPECIFIC => return context_login(app, handle, pin),
         _ => return Err(Error::rv(ck::CKR_USER_TYPE_INVALID)),
     };
+    // Only peers that may administer may even try the SO PIN: a wrong one
+    // counts toward the SO lockout, which no other uid may trigger.
+    if who == User::So && !app.admin {
+        return Err(Error::new(
+            p11kms_protocol::vendor::CKR_P11KMS_ACCESS_DENIED,
+            format!(
+                "uid {} may not log in as SO (admin_uids/admin_gids)",
+                app.peer.uid
+            ),
+        ));
+    }
     match app.login_state(slot) {
         Some(cur) if cur == who => return Err(Error::rv(ck::CKR_USER_ALREADY_LOGGED_IN)),
         Some(_) => return Err(Error::rv(ck::CKR_USER_ANOTHER_ALREADY_LOGGED_IN)),

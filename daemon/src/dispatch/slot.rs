@@ -45,10 +45,27 @@ pub fn mechanism_info(d: &Daemon, slot: u64, mech: u64) -> Result<Response> {
     Ok(Response::MechanismInfo(m.info()))
 }
 
-/// `C_InitToken`: refused while any application has a session open on the
-/// token (`CKR_SESSION_EXISTS`).
-pub fn init_token(d: &Daemon, slot: u64, so_pin: &[u8], label: &[u8]) -> Result<Response> {
+/// `C_InitToken`: only for peers that may administer
+/// (`CKR_P11KMS_ACCESS_DENIED`: on a fresh token the first caller would set
+/// the SO PIN, on an initialized one it could guess it); refused while any
+/// application has a session open on the token (`CKR_SESSION_EXISTS`).
+pub fn init_token(
+    d: &Daemon,
+    app: &App,
+    slot: u64,
+    so_pin: &[u8],
+    label: &[u8],
+) -> Result<Response> {
     let i = d.instance(slot)?;
+    if !app.admin {
+        return Err(Error::new(
+            p11kms_protocol::vendor::CKR_P11KMS_ACCESS_DENIED,
+            format!(
+                "uid {} may not initialize tokens (admin_uids/admin_gids)",
+                app.peer.uid
+            ),
+        ));
+    }
     if i.token.sessions.load(Ordering::SeqCst) > 0 {
         return Err(Error::new(
             ck::CKR_SESSION_EXISTS,

@@ -1141,7 +1141,7 @@ fn always_authenticate_needs_a_context_login_per_operation() {
     let context_login = |pin: &[u8]| R::Login {
         session: s,
         user_type: ck::CKU_CONTEXT_SPECIFIC,
-        pin: pin.to_vec(),
+        pin: pin.to_vec().into(),
     };
     // No operation waiting for a context login.
     assert_eq!(

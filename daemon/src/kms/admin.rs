@@ -2,6 +2,7 @@
 //! instance's SO PIN.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use p11kms_protocol::{
     vendor, AdminCommand, AdminReply, Attribute, ImportParams, KeyCreate, MechParam,
@@ -10,6 +11,7 @@ use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
 use super::{alias_taken, describe, event, is_primary, now, resolve, KeyMeta};
+use crate::access::{rules, App};
 use crate::daemon::{Daemon, Instance};
 use crate::error::{Error, Result};
 use crate::mech::Key;
@@ -22,9 +24,63 @@ const DAY: u64 = 86_400;
 /// How long import parameters stay valid.
 pub const IMPORT_TOKEN_TTL: u64 = DAY;
 
-/// Run one admin command on an instance.
+/// Run one admin command on an instance for an in-process caller (tests,
+/// the daemon itself), treated as this daemon's own uid.
 pub fn handle(d: &Daemon, instance: &str, so_pin: &[u8], cmd: AdminCommand) -> AdminReply {
-    let result = d
+    reply(authorized(d, rules::daemon_uid(), instance, so_pin).and_then(|i| run(d, i, cmd)))
+}
+
+/// Run one admin command for a connected application: only peers that may
+/// administer get this far (`CKR_P11KMS_ACCESS_DENIED`, without looking at
+/// the PIN); see [`authorized`] for the PIN check.
+pub fn handle_for(
+    d: &Daemon,
+    app: &App,
+    instance: &str,
+    so_pin: &[u8],
+    cmd: AdminCommand,
+) -> AdminReply {
+    if !app.admin {
+        tracing::warn!(
+            uid = app.peer.uid,
+            pid = app.peer.pid,
+            "admin command refused: uid not in admin_uids/admin_gids"
+        );
+        return reply(Err(Error::new(
+            vendor::CKR_P11KMS_ACCESS_DENIED,
+            format!(
+                "uid {} may not administer (admin_uids/admin_gids)",
+                app.peer.uid
+            ),
+        )));
+    }
+    reply(authorized(d, app.peer.uid, instance, so_pin).and_then(|i| run(d, i, cmd)))
+}
+
+fn reply(result: Result<AdminReply>) -> AdminReply {
+    match result {
+        Ok(r) => r,
+        Err(e) => AdminReply::Failed {
+            rv: e.rv,
+            message: e.msg,
+        },
+    }
+}
+
+/// The serving instance named `instance`, once `so_pin` is its SO PIN.
+///
+/// The PIN is checked without counting toward the token's SO lockout
+/// (issue 10, finding 3: any caller could lock the token for good); wrong
+/// PINs instead delay the next attempt of the same uid
+/// (`access::backoff`). A PIN already locked (through `C_Login(CKU_SO)`)
+/// stays locked: `CKR_PIN_LOCKED`, until `p11kms-recover` resets it.
+fn authorized<'a>(
+    d: &'a Daemon,
+    uid: u32,
+    instance: &str,
+    so_pin: &[u8],
+) -> Result<&'a Arc<Instance>> {
+    let i = d
         .instances
         .iter()
         .find(|i| i.name == instance)
@@ -33,36 +89,46 @@ pub fn handle(d: &Daemon, instance: &str, so_pin: &[u8], cmd: AdminCommand) -> A
                 ck::CKR_SLOT_ID_INVALID,
                 format!("no instance named {instance:?}"),
             )
-        })
-        .and_then(|i| {
-            if !i.serving {
-                return Err(Error::new(
-                    vendor::CKR_P11KMS_INSTANCE_UNAVAILABLE,
-                    "the instance failed a start-up self-test",
-                ));
-            }
-            if !i.token.initialized() {
-                return Err(Error::new(
-                    ck::CKR_TOKEN_NOT_RECOGNIZED,
-                    "the instance's token is not initialized",
-                ));
-            }
-            i.token
-                .verify_pin(User::So, so_pin)
-                .map_err(|e| match e.rv {
-                    ck::CKR_PIN_INCORRECT => Error::new(e.rv, "SO PIN incorrect"),
-                    ck::CKR_PIN_LOCKED => Error::new(e.rv, "SO PIN locked"),
-                    _ => e,
-                })?;
-            run(d, i, cmd)
-        });
-    match result {
-        Ok(r) => r,
-        Err(e) => AdminReply::Failed {
-            rv: e.rv,
-            message: e.msg,
-        },
+        })?;
+    if !i.serving {
+        return Err(Error::new(
+            vendor::CKR_P11KMS_INSTANCE_UNAVAILABLE,
+            "the instance failed a start-up self-test",
+        ));
     }
+    if !i.token.initialized() {
+        return Err(Error::new(
+            ck::CKR_TOKEN_NOT_RECOGNIZED,
+            "the instance's token is not initialized",
+        ));
+    }
+    let l = &d.config.limits;
+    let mut outcome = Ok(false);
+    d.admin_backoff.attempt(
+        uid,
+        Duration::from_millis(l.admin_backoff_ms),
+        Duration::from_millis(l.admin_backoff_max_ms),
+        || {
+            outcome = i.token.check_pin(User::So, so_pin);
+            // A locked or missing PIN is not a guess: no back-off for it.
+            !matches!(outcome, Ok(false))
+        },
+    );
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(uid, instance, "admin command refused: SO PIN incorrect");
+            return Err(Error::new(ck::CKR_PIN_INCORRECT, "SO PIN incorrect"));
+        }
+        Err(e) if e.rv == ck::CKR_PIN_LOCKED => {
+            return Err(Error::new(
+                e.rv,
+                "SO PIN locked (reset it offline with p11kms-recover)",
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(i)
 }
 
 fn prohibited(msg: impl Into<String>) -> Error {

@@ -34,6 +34,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::aes::{info, AesBlock, Block16};
+use super::multipart::Multipart;
 use super::{CipherOp, Key, Mechanism, Registry};
 use crate::error::{Error, Result};
 
@@ -280,7 +281,7 @@ pub struct GcmOp {
     aad: Vec<u8>,
     tag_len: usize,
     /// All input so far: GCM output needs the whole message.
-    data: Zeroizing<Vec<u8>>,
+    data: Multipart,
 }
 
 impl GcmOp {
@@ -317,7 +318,7 @@ impl GcmOp {
             iv: iv.clone(),
             aad: aad.clone(),
             tag_len,
-            data: Zeroizing::new(Vec::new()),
+            data: Multipart::default(),
         })
     }
 
@@ -346,16 +347,15 @@ impl CipherOp for GcmOp {
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
         self.out_len(data.len())?;
-        self.data.clear();
-        self.data.extend_from_slice(data);
+        self.data.set(data);
         self.finalize()
     }
     fn update(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.data.extend_from_slice(data);
+        self.data.append(data, self.encrypt)?;
         Ok(Vec::new())
     }
     fn finalize(&mut self) -> Result<Vec<u8>> {
-        let mut buf = std::mem::take(&mut *self.data);
+        let mut buf = self.data.take();
         let done = if self.encrypt {
             self.gcm.seal(&self.iv, &self.aad, &mut buf)
         } else {

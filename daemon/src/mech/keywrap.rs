@@ -21,6 +21,7 @@ use pkcs11_sys as ck;
 use zeroize::Zeroizing;
 
 use super::aes::{info, whole, AesBlock, ModeCipher};
+use super::multipart::Multipart;
 use super::{CipherOp, Key, Mechanism, Registry};
 use crate::error::{Error, Result};
 
@@ -135,7 +136,7 @@ impl AesKeyWrap {
             },
             cipher,
             encrypt,
-            data: Zeroizing::new(Vec::new()),
+            data: Multipart::default(),
         }))
     }
 }
@@ -206,7 +207,7 @@ struct KwOp {
     mech: AesKeyWrap,
     cipher: AesBlock,
     encrypt: bool,
-    data: Zeroizing<Vec<u8>>,
+    data: Multipart,
 }
 
 impl KwOp {
@@ -237,16 +238,15 @@ impl CipherOp for KwOp {
             .unwrap_or(0)
     }
     fn oneshot(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.data.clear();
-        self.data.extend_from_slice(data);
+        self.data.set(data);
         self.finalize()
     }
     fn update(&mut self, data: &[u8]) -> Result<Vec<u8>> {
-        self.data.extend_from_slice(data);
+        self.data.append(data, self.encrypt)?;
         Ok(Vec::new())
     }
     fn finalize(&mut self) -> Result<Vec<u8>> {
-        let data = Zeroizing::new(std::mem::take(&mut *self.data));
+        let data = Zeroizing::new(self.data.take());
         let cipher = self.cipher.clone();
         let done = if self.encrypt {
             self.mech.seal(cipher, &data)

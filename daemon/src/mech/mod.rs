@@ -29,6 +29,7 @@ pub mod gcm;
 pub mod generic;
 pub mod hmac;
 pub mod keywrap;
+pub mod multipart;
 pub mod provider;
 pub mod rsa;
 pub mod sm2;

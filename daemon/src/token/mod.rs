@@ -3,6 +3,7 @@
 //! software backend keeps material here, encrypted at rest by the store.
 
 pub mod attrs;
+pub mod limits;
 pub mod object;
 pub mod pin;
 
@@ -90,6 +91,8 @@ pub struct Objects {
     by_id: HashMap<Vec<u8>, Vec<u64>>,
     by_class: HashMap<u64, Vec<u64>>,
     by_key_id: HashMap<Vec<u8>, Vec<u64>>,
+    /// Sum of the objects' [`Attrs::size`].
+    bytes: u64,
 }
 
 fn index_add(map: &mut HashMap<Vec<u8>, Vec<u64>>, key: &[u8], id: u64) {
@@ -116,6 +119,11 @@ impl Objects {
 
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
+    }
+
+    /// Approximate bytes held (sum of `C_GetObjectSize`).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Objects matching `template`, using the label, key id, id or class
@@ -174,7 +182,10 @@ impl Objects {
             }
         }
         self.by_class.entry(o.class).or_default().push(o.id);
-        self.all.insert(o.id, o);
+        self.bytes = self.bytes.saturating_add(o.attrs().size());
+        if let Some(old) = self.all.insert(o.id, o) {
+            self.bytes = self.bytes.saturating_sub(old.attrs().size());
+        }
     }
 
     pub fn remove(&mut self, id: u64) -> Option<Arc<Object>> {
@@ -194,6 +205,7 @@ impl Objects {
         if let Some(v) = self.by_class.get_mut(&o.class) {
             v.retain(|x| *x != id);
         }
+        self.bytes = self.bytes.saturating_sub(o.attrs().size());
         Some(o)
     }
 }
@@ -237,6 +249,8 @@ pub struct Token {
     loaded_imports: Mutex<Vec<(u64, Zeroizing<Vec<u8>>)>>,
     pub sessions: AtomicU64,
     pub rw_sessions: AtomicU64,
+    /// Object bounds and instance-wide session-object usage ([`limits`]).
+    limits: limits::TokenLimits,
 }
 
 impl Token {
@@ -306,6 +320,7 @@ impl Token {
             loaded_imports: Mutex::new(imports),
             sessions: AtomicU64::new(0),
             rw_sessions: AtomicU64::new(0),
+            limits: limits::TokenLimits::default(),
         })
     }
 
@@ -442,6 +457,27 @@ impl Token {
         Ok(())
     }
 
+    /// Check a PIN without counting a failure: for callers that bound
+    /// guessing their own way (the admin path's per-uid back-off). A locked
+    /// PIN stays locked here too (`CKR_PIN_LOCKED`).
+    pub fn check_pin(&self, user: User, pin_bytes: &[u8]) -> Result<bool> {
+        let s = self.state().clone();
+        let (hash, failures) = match user {
+            User::So => (s.so_pin.as_ref(), s.so_failures),
+            User::User => (s.user_pin.as_ref(), s.user_failures),
+        };
+        let Some(hash) = hash else {
+            return Err(Error::new(
+                ck::CKR_USER_PIN_NOT_INITIALIZED,
+                "PIN not initialized",
+            ));
+        };
+        if self.max_pin_failures > 0 && failures >= self.max_pin_failures {
+            return Err(Error::rv(ck::CKR_PIN_LOCKED));
+        }
+        Ok(pin::verify(hash, pin_bytes))
+    }
+
     /// Check a PIN, counting failures and locking at the limit.
     pub fn verify_pin(&self, user: User, pin: &[u8]) -> Result<()> {
         let _g = self
@@ -566,6 +602,31 @@ impl Token {
         let mut store_changes = Vec::with_capacity(changes.len());
         let mut added = Vec::new();
         let mut prepared = Vec::with_capacity(changes.len());
+        {
+            let objs = self.objs();
+            let (mut net_objects, mut net_bytes) = (0i64, 0i64);
+            let size = |a: &Attrs| i64::try_from(a.size()).unwrap_or(i64::MAX);
+            for c in &changes {
+                match c {
+                    ObjectChange::Add(a) => {
+                        net_objects += 1;
+                        net_bytes = net_bytes.saturating_add(size(a));
+                    }
+                    ObjectChange::Update(o, a) => {
+                        net_bytes = net_bytes
+                            .saturating_add(size(a))
+                            .saturating_sub(size(&o.attrs()));
+                    }
+                    ObjectChange::Destroy(id) => {
+                        if let Some(o) = objs.get(*id) {
+                            net_objects -= 1;
+                            net_bytes = net_bytes.saturating_sub(size(&o.attrs()));
+                        }
+                    }
+                }
+            }
+            self.check_room(objs.len() as u64, objs.bytes(), net_objects, net_bytes)?;
+        }
         for c in changes {
             match c {
                 ObjectChange::Add(attrs) => {

@@ -346,7 +346,8 @@ fn a_rotation_interrupted_after_its_commit_is_finished_at_start() {
 }
 
 /// SIGKILL of `p11kms-recover rotate-master-key` at moments spread over
-/// its run (a rotation of 202 records takes a few tens of milliseconds):
+/// its run (0 to 4.5 ms after it begins its new key file; a rotation of 202
+/// records takes a few milliseconds):
 /// every time, the store opens afterwards (under one of the two keys) with
 /// all its records; at the end the daemon serves the key.
 #[test]
@@ -357,7 +358,8 @@ fn a_rotation_killed_at_any_moment_leaves_a_store_that_starts() {
     let next = daemon.data_dir().join("default.key.new");
     let next_tmp = daemon.data_dir().join("default.key.new.tmp");
     let mut mid_way = 0;
-    for delay_ms in (0u64..=90).step_by(3) {
+    for step in 0u64..=30 {
+        let delay_us = step * 150;
         let mut child = Command::new(recover_path())
             .arg("--data-dir")
             .arg(daemon.data_dir())
@@ -366,7 +368,18 @@ fn a_rotation_killed_at_any_moment_leaves_a_store_that_starts() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn p11kms-recover");
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        // Aim inside the rotation whatever the machine's load: wait until
+        // its new key file is begun (or the tool is done), then let it run
+        // `delay_us` longer (0 to 4.5 ms). Start-up time under load varies too much for
+        // a fixed delay from the spawn to land inside a run this short.
+        let begun = Instant::now();
+        while !(next.exists() || next_tmp.exists())
+            && matches!(child.try_wait(), Ok(None))
+            && begun.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(Duration::from_micros(delay_us));
         let _ = child.kill();
         let _ = child.wait();
         if next.exists() || next_tmp.exists() {
@@ -375,7 +388,7 @@ fn a_rotation_killed_at_any_moment_leaves_a_store_that_starts() {
         let out = recover(&daemon, &["verify"], &[]);
         assert!(
             out.status.success() && text(&out).contains("202 records"),
-            "after a kill at {delay_ms} ms the store does not open with all its records: {}",
+            "after a kill {delay_us} µs into the rotation the store does not open with all its records: {}",
             text(&out)
         );
         assert!(!next.exists() && !next_tmp.exists(), "resolved at open");

@@ -34,7 +34,7 @@ pub struct Config {
     #[serde(default = "default_socket_mode")]
     pub socket_mode: String,
     /// Microseconds a connection thread polls for the next request before
-    /// sleeping (0 disables). See `server::spin_until_readable`.
+    /// sleeping (0 disables). See `p11kms_protocol::poll`.
     #[serde(default = "default_spin_us")]
     pub spin_us: u64,
     /// Seconds between runs of the KMS sweeper (scheduled deletions,

@@ -720,7 +720,7 @@ impl std::io::Read for SpinRead<'_> {
         // Poll only while there are no more calls in flight than CPUs:
         // beyond that, pollers would take CPU from the threads with work.
         if !spin_budget().is_zero() && IN_FLIGHT.load(Ordering::Relaxed) <= cpus() {
-            spin_until_readable(self.0, self.1);
+            p11kms_protocol::poll::spin_until_readable(self.0, self.1);
         }
         (&mut &*self.0).read(buf)
     }
@@ -747,27 +747,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-fn spin_until_readable(conn: &UnixStream, budget: std::time::Duration) {
-    use std::os::fd::AsRawFd;
-    if budget.is_zero() {
-        return;
-    }
-    let start = std::time::Instant::now();
-    let mut pfd = libc::pollfd {
-        fd: conn.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid pollfd, zero timeout.
-        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-        if n != 0 || start.elapsed() >= budget {
-            return;
-        }
-        std::thread::yield_now();
     }
 }
 

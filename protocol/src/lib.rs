@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod poll;
 pub mod secret;
 pub mod vendor;
 

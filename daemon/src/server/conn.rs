@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p11kms_protocol::frame::{self, FrameError};
+use p11kms_protocol::poll;
 use p11kms_protocol::{secret, Request, Response};
 
 use super::budget::{self, Budget};
@@ -212,7 +213,7 @@ impl ConnReader {
     }
 
     fn readable_within(&self, wait: Duration) -> std::io::Result<bool> {
-        poll_readable(&self.stream, Some(wait))
+        poll::poll_readable(&self.stream, Some(wait))
     }
 }
 
@@ -225,7 +226,7 @@ impl Read for ConnReader {
                     Some(deadline.saturating_duration_since(Instant::now()))
                 }
             };
-            if !poll_readable(&self.stream, wait)? {
+            if !poll::poll_readable(&self.stream, wait)? {
                 return Err(std::io::ErrorKind::TimedOut.into());
             }
         }
@@ -236,31 +237,6 @@ impl Read for ConnReader {
             }
         }
         Ok(n)
-    }
-}
-
-/// Wait until `stream` is readable (data, end of stream or error) or
-/// `wait` passes (`None`: forever). Returns whether it became readable.
-fn poll_readable(stream: &StdStream, wait: Option<Duration>) -> std::io::Result<bool> {
-    let deadline = wait.map(|w| Instant::now() + w);
-    loop {
-        let ts = deadline.map(|d| {
-            let left = d.saturating_duration_since(Instant::now());
-            rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
-                tv_sec: i64::MAX,
-                tv_nsec: 0,
-            })
-        });
-        let mut fds = [rustix::event::PollFd::new(
-            stream,
-            rustix::event::PollFlags::IN,
-        )];
-        match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(0) => return Ok(false),
-            Ok(_) => return Ok(true),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
     }
 }
 
@@ -281,12 +257,11 @@ fn cpus() -> usize {
     *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Poll for the next request for up to `spin_us` microseconds (yielding the
-/// CPU between polls) before sleeping. On virtual machines a sleeping
-/// thread is woken through the hypervisor, which costs tens of
-/// microseconds per call; an application issuing calls back to back (the
-/// usual case on a hot path) is caught without that wake-up. Returns
-/// whether the stream was seen readable.
+/// Poll for the next request for up to `spin_us` microseconds before
+/// sleeping ([`poll::spin_until_readable`]): an application issuing calls
+/// back to back (the usual case on a hot path) is caught without a
+/// wake-up through the hypervisor. Returns whether the stream was seen
+/// readable.
 fn spin_until_readable(stream: &StdStream, spin_us: u64) -> bool {
     if spin_us == 0 {
         return false;
@@ -298,28 +273,5 @@ fn spin_until_readable(stream: &StdStream, spin_us: u64) -> bool {
         return false;
     }
     let _done = SpinSlot;
-    let budget = Duration::from_micros(spin_us);
-    let start = Instant::now();
-    loop {
-        let mut fds = [rustix::event::PollFd::new(
-            stream,
-            rustix::event::PollFlags::IN,
-        )];
-        let ready = rustix::event::poll(
-            &mut fds,
-            Some(&rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            }),
-        );
-        match ready {
-            Ok(0) => {}
-            Ok(_) => return true,
-            Err(_) => return false,
-        }
-        if start.elapsed() >= budget {
-            return false;
-        }
-        std::thread::yield_now();
-    }
+    poll::spin_until_readable(stream, Duration::from_micros(spin_us))
 }
